@@ -1,0 +1,654 @@
+"""The embedded generator: llama.cpp in-process, one persistent scheduler for every caller.
+
+One background thread owns one llama.cpp context with many sequences. Every caller (any
+problem, any strategy, concurrent server requests) submits requests to it; each scheduler
+iteration packs **one** ``llama_decode`` batch with the next token of every live sequence plus
+chunks of prompts waiting to be read, so all live trajectories advance together.
+
+* N samples of one prompt cost one prefill: the prompt is read into one sequence and its KV
+  cache is copied (``llama_memory_seq_cp``; with the unified KV cache the cells are shared, not
+  duplicated) to the other N-1 sequences, which then sample their first token from the same
+  logits with their own rng.
+* ``keep=True`` requests return a :class:`SeqHandle`; requests with ``parent=handle`` fork it
+  (copy its KV sequence) and continue without re-reading the prefix. ``free(handle)`` drops it.
+* Cancelling the awaiting task cancels the sequence at the next iteration and frees its KV.
+* ``evaluated_tokens`` counts every token the model evaluated (prefill and decode).
+* Sampling is done in numpy from the raw logits (:mod:`infscale.backends.sampling`), with each
+  sample's own ``numpy.random.Generator`` seeded by the request's seed, so a sample does not
+  depend on what else shares its batch (up to llama.cpp's batch-size numerics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import ctypes
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError, ConfigError, MissingExtraError
+from ..params import SamplingParams
+from ..types import Completion, GenRequest
+from .base import Capabilities, Generator
+from .sampling import log_softmax, sample_token
+
+__all__ = ["LlamaEngine", "SeqHandle"]
+
+log = logging.getLogger("infscale")
+
+_llama_log_callback = None  # keep a reference: llama.cpp calls it from C
+
+
+def _import_llama_cpp():
+    try:
+        import llama_cpp  # noqa: PLC0415
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise MissingExtraError("llama-cpp-python (the embedded engine)", "pip install 'infscale[embedded]'") from e
+    return llama_cpp
+
+
+def _quiet_llama_logs(llama_cpp) -> None:
+    """Route llama.cpp's C-side logging to Python logging at DEBUG (it is very chatty)."""
+    global _llama_log_callback
+    if _llama_log_callback is not None:
+        return
+    clog = logging.getLogger("infscale.llama_cpp")
+
+    def _cb(level, text, user_data):  # pragma: no cover - called from C
+        if clog.isEnabledFor(logging.DEBUG):
+            clog.debug(text.decode("utf-8", errors="replace").rstrip())
+
+    _llama_log_callback = llama_cpp.llama_log_callback(_cb)
+    llama_cpp.llama_log_set(_llama_log_callback, ctypes.c_void_p(0))
+
+
+def extra_buffer_types_safe() -> bool:
+    """Whether to let llama.cpp repack weights into its extra CPU buffer types.
+
+    On CPUs with AMX, ggml's AMX matmul crashes (SIGSEGV) on multi-token batches of the Q4_1
+    SmolLM2 file (seen with llama-cpp-python 0.3.36), so extra buffer types are off there.
+    ``INFSCALE_LLAMA_EXTRA_BUFTS=1`` or ``0`` overrides the choice.
+    """
+    env = os.environ.get("INFSCALE_LLAMA_EXTRA_BUFTS")
+    if env in ("0", "1"):
+        return env == "1"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="ignore") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_tile" not in line.split()
+    except OSError:
+        pass
+    return True
+
+
+class SeqHandle:
+    """A kept trajectory: a KV-cache sequence the engine holds until :meth:`LlamaEngine.free`.
+
+    ``n_past`` tokens are in the cache; ``pending`` tokens were sampled but not yet evaluated.
+    """
+
+    __slots__ = ("seq_id", "n_past", "pending", "finished", "freed", "engine_id", "prompt_tokens")
+
+    def __init__(self, seq_id: int, n_past: int, pending: list[int], finished: bool, engine_id: int, prompt_tokens: int):
+        self.seq_id = seq_id
+        self.n_past = n_past
+        self.pending = pending
+        self.finished = finished
+        self.freed = False
+        self.engine_id = engine_id
+        self.prompt_tokens = prompt_tokens
+
+    def __repr__(self) -> str:
+        return f"SeqHandle(seq={self.seq_id}, n_past={self.n_past}, freed={self.freed})"
+
+
+@dataclass
+class _Sample:
+    """One requested completion, from submission to result."""
+
+    params: SamplingParams
+    rng: np.random.Generator
+    seed: int | None
+    future: cf.Future
+    keep: bool
+    seq_id: int = -1
+    n_past: int = 0
+    pending: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    sampled_logprobs: list[float] = field(default_factory=list)
+    top: list[dict[str, float]] | None = None
+    text: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class _Job:
+    """Samples that share one prefix: the leader reads it, the followers copy its KV."""
+
+    prompt: list[int]  # tokens to read (after the parent's cache, if any)
+    samples: list[_Sample]
+    parent: SeqHandle | None = None
+    started: bool = False
+    read: int = 0  # prompt tokens already in the leader's cache
+
+    @property
+    def leader(self) -> _Sample:
+        return self.samples[0]
+
+
+class LlamaEngine(Generator):
+    """Embedded llama.cpp generator with a persistent multi-sequence scheduler.
+
+    model_path: a GGUF file. n_ctx: KV-cache cells shared by all sequences (unified cache).
+    n_seq_max: sequences alive at once (samples beyond it wait their turn). n_batch: tokens per
+    decode call. chat_template: ``"auto"`` (from the GGUF metadata; none means a base model
+    prompted with plain text) or a Jinja template string.
+    """
+
+    name = "llama.cpp"
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        n_ctx: int = 16384,
+        n_seq_max: int = 64,
+        n_batch: int = 1024,
+        n_threads: int | None = None,
+        chat_template: str | None = "auto",
+        model_name: str | None = None,
+    ):
+        path = Path(model_path)
+        if not path.is_file():
+            raise ConfigError("model", f"model file not found: {path}", "an existing .gguf file or a registered model name")
+        llama_cpp = _import_llama_cpp()
+        self._ll = llama_cpp
+        _quiet_llama_logs(llama_cpp)
+        llama_cpp.llama_backend_init()
+        self.model_path = path
+        self.model_name = model_name or path.stem
+        self._engine_id = next(self._ids)
+
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        mparams.use_extra_bufts = extra_buffer_types_safe()
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise ConfigError("model", f"llama.cpp could not load {path}", "a valid GGUF model file")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+
+        threads = n_threads or max(1, os.cpu_count() or 1)
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = min(n_batch, 512)
+        cparams.n_seq_max = n_seq_max
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.kv_unified = True
+        cparams.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            raise BackendError(f"llama.cpp could not create a context (n_ctx={n_ctx}, n_seq_max={n_seq_max})")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+        self.n_seq_max = llama_cpp.llama_n_seq_max(self._ctx)
+        self.n_batch = llama_cpp.llama_n_batch(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self._bos = llama_cpp.llama_vocab_bos(self._vocab)
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+        self.chat_template = self._read_chat_template() if chat_template == "auto" else chat_template
+        self.capabilities = Capabilities(
+            logprobs=True, top_logprobs=True, prefill=True, native_n=True, kv_fork=True,
+            chat_template=self.chat_template is not None,
+        )
+        self._jinja = None
+
+        # scheduler state; everything below is touched only by the scheduler thread,
+        # except _inbox/_frees (under _cv)
+        self.evaluated_tokens = 0
+        self.decode_calls = 0
+        self._free_ids = deque(range(self.n_seq_max))
+        self._queue: deque[_Job] = deque()
+        self._live: list[_Sample] = []  # samples with a sequence, not finished
+        self._jobs_reading: list[_Job] = []
+        self._inbox: list[_Job] = []
+        self._frees: list[SeqHandle] = []
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="infscale-llama", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ text <-> tokens
+    def _read_chat_template(self) -> str | None:
+        raw = self._ll.llama_model_chat_template(self._model, None)
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as a string, or None."""
+        buf = ctypes.create_string_buffer(4096)
+        n = self._ll.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        arr = (self._ll.llama_token * cap)()
+        n = self._ll.llama_tokenize(self._vocab, data, len(data), arr, cap, add_bos, special)
+        if n < 0:
+            cap = -n
+            arr = (self._ll.llama_token * cap)()
+            n = self._ll.llama_tokenize(self._vocab, data, len(data), arr, cap, add_bos, special)
+        return list(arr[:n])
+
+    def piece(self, token: int) -> bytes:
+        p = self._pieces.get(token)
+        if p is None:
+            n = self._ll.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+            p = self._piece_buf.raw[: max(n, 0)]
+            self._pieces[token] = p
+        return p
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """Messages → prompt text, with the model's chat template (ending with the assistant
+        turn's opening), or as plain text for a base model without one."""
+        if self.chat_template is None:
+            return "\n\n".join(m["content"] for m in messages) + "\n"
+        if self._jinja is None:
+            try:
+                from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: PLC0415
+            except ImportError as e:  # pragma: no cover
+                raise MissingExtraError("jinja2", "pip install 'infscale[embedded]'") from e
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+            def raise_exception(msg):
+                raise ConfigError("messages", str(msg), "messages the model's chat template supports")
+
+            env.globals["raise_exception"] = raise_exception
+            env.globals["strftime_now"] = lambda fmt: time.strftime(fmt)
+            self._jinja = env.from_string(self.chat_template)
+        bos = self.detokenize([self._bos]) if self._bos >= 0 else ""
+        eos = self.detokenize([self._ll.llama_vocab_eos(self._vocab)])
+        return self._jinja.render(messages=messages, add_generation_prompt=True, bos_token=bos, eos_token=eos)
+
+    def _prompt_tokens(self, r: GenRequest) -> list[int]:
+        text = self.render(r.messages) if r.messages is not None else r.prompt
+        toks = self.tokenize(text + r.prefix, add_bos=self._add_bos)
+        if self._add_bos and len(toks) > 1 and toks[0] == self._bos and toks[1] == self._bos:
+            toks = toks[1:]  # the template already wrote BOS
+        return toks
+
+    # ------------------------------------------------------------------ public API
+    def submit(self, requests: list[GenRequest]) -> list[cf.Future]:
+        """Queue requests; return one concurrent future per request, in order. Requests with
+        the same prompt (or the same parent and prefix) share one prefill."""
+        if self._closed:
+            raise BackendError("the engine is closed")
+        futures: list[cf.Future] = []
+        groups: dict[Any, _Job] = {}
+        for r in requests:
+            fut: cf.Future = cf.Future()
+            futures.append(fut)
+            seed = r.seed if r.seed is not None else r.params.seed
+            s = _Sample(params=r.params, rng=np.random.default_rng(seed), seed=seed, future=fut, keep=r.keep)
+            if r.params.top_logprobs:
+                s.top = []
+            if r.parent is not None:
+                h = r.parent
+                if not isinstance(h, SeqHandle) or h.engine_id != self._engine_id:
+                    raise ConfigError("parent", "not a handle of this engine", "a handle returned by this engine with keep=True")
+                if h.freed:
+                    raise ConfigError("parent", "the handle was already freed", "a live handle")
+                key: Any = ("fork", id(h), r.prefix)
+                prompt = list(h.pending) + (self.tokenize(r.prefix) if r.prefix else [])
+            else:
+                prompt = self._prompt_tokens(r)
+                key = ("prompt", tuple(prompt))
+                h = None
+            if len(prompt) + r.params.max_tokens > self.n_ctx and h is None:
+                if len(prompt) >= self.n_ctx:
+                    raise ConfigError("prompt", f"{len(prompt)} tokens do not fit the context of {self.n_ctx}", "a shorter prompt or a larger n_ctx")
+            job = groups.get(key)
+            if job is None:
+                job = groups[key] = _Job(prompt=prompt, samples=[], parent=h)
+            job.samples.append(s)
+        with self._cv:
+            self._inbox.extend(groups.values())
+            self._cv.notify()
+        return futures
+
+    async def generate(self, requests: list[GenRequest]) -> list[Completion]:
+        futs = [asyncio.wrap_future(f) for f in self.submit(requests)]
+        try:
+            return list(await asyncio.gather(*futs))
+        except BaseException:
+            for f in futs:
+                f.cancel()
+            raise
+
+    async def stream(self, requests: list[GenRequest]) -> AsyncIterator[tuple[int, Completion]]:
+        futs = [asyncio.wrap_future(f) for f in self.submit(requests)]
+        index = {f: i for i, f in enumerate(futs)}
+        pending = set(futs)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for f in sorted(done, key=index.__getitem__):
+                    yield index[f], f.result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+    def free(self, handle: SeqHandle) -> None:
+        """Release a kept sequence (idempotent)."""
+        if handle is None or handle.freed:
+            return
+        handle.freed = True
+        with self._cv:
+            self._frees.append(handle)
+            self._cv.notify()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "evaluated_tokens": self.evaluated_tokens,
+            "decode_calls": self.decode_calls,
+            "live": len(self._live),
+            "queued": len(self._queue),
+            "free_sequences": len(self._free_ids),
+        }
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout=30)
+        ll = self._ll
+        ll.llama_batch_free(self._batch)
+        ll.llama_free(self._ctx)
+        ll.llama_model_free(self._model)
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ scheduler thread
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and not self._inbox and not self._frees and not self._runnable():
+                    self._cv.wait(timeout=0.5)
+                if self._closed:
+                    break
+                self._queue.extend(self._inbox)
+                self._inbox.clear()
+                frees, self._frees = self._frees, []
+            try:
+                for h in frees:
+                    self._release(h.seq_id)
+                self._reap_cancelled()
+                self._admit()
+                if self._jobs_reading or self._live:
+                    self._step()
+            except Exception as e:  # noqa: BLE001 - a failure must reach every waiting caller
+                log.exception("embedded engine step failed")
+                self._fail_all(BackendError(f"embedded engine failed: {e}"))
+        self._fail_all(BackendError("the engine was closed"), include_queue=True)
+
+    def _runnable(self) -> bool:
+        return bool(self._live or self._jobs_reading or (self._queue and self._free_ids))
+
+    def _release(self, seq_id: int) -> None:
+        self._ll.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        self._free_ids.append(seq_id)
+
+    def _reap_cancelled(self) -> None:
+        keep = []
+        for s in self._live:
+            if s.future.cancelled():
+                self._release(s.seq_id)
+            else:
+                keep.append(s)
+        self._live = keep
+        for job in list(self._queue):
+            job.samples = [s for s in job.samples if not s.future.cancelled()]
+            if not job.samples:
+                self._queue.remove(job)
+        for job in list(self._jobs_reading):
+            if all(s.future.cancelled() for s in job.samples):
+                for s in job.samples:
+                    self._release(s.seq_id)
+                self._jobs_reading.remove(job)
+
+    def _admit(self) -> None:
+        """Give waiting jobs sequences, as many samples as there are free sequence ids."""
+        while self._queue and self._free_ids:
+            job = self._queue[0]
+            if job.parent is not None and job.parent.freed:
+                self._queue.popleft()
+                for s in job.samples:
+                    _set(s.future, exc=ConfigError("parent", "the handle was freed before the fork ran", "a live handle"))
+                continue
+            take = min(len(job.samples), len(self._free_ids))
+            if take < len(job.samples):
+                # split: the rest waits (and reads the prefix again later)
+                rest = _Job(prompt=job.prompt, samples=job.samples[take:], parent=job.parent)
+                job.samples = job.samples[:take]
+                self._queue[0] = rest
+            else:
+                self._queue.popleft()
+            for s in job.samples:
+                s.seq_id = self._free_ids.popleft()
+            lead = job.leader
+            if job.parent is not None:
+                self._ll.llama_memory_seq_cp(self._mem, job.parent.seq_id, lead.seq_id, -1, -1)
+                lead.n_past = job.parent.n_past
+            if not job.prompt:
+                raise BackendError("nothing to continue from: the parent has no pending token and no prefix was given")
+            self._jobs_reading.append(job)
+
+    def _step(self) -> None:
+        """One decode call: the next token of every live sample, then prompt chunks."""
+        ll, b = self._ll, self._batch
+        n = 0
+        outs: list[Any] = []  # per output row: a _Sample (decode) or a _Job (prompt read)
+        for s in self._live:
+            tok = s.pending[0]
+            b.token[n] = tok
+            b.pos[n] = s.n_past
+            b.n_seq_id[n] = 1
+            b.seq_id[n][0] = s.seq_id
+            b.logits[n] = 1
+            outs.append(s)
+            n += 1
+        for job in self._jobs_reading:
+            room = self.n_batch - n
+            if room <= 0:
+                break
+            lead = job.leader
+            chunk = job.prompt[job.read : job.read + room]
+            for j, tok in enumerate(chunk):
+                b.token[n] = tok
+                b.pos[n] = lead.n_past + j
+                b.n_seq_id[n] = 1
+                b.seq_id[n][0] = lead.seq_id
+                last = job.read + j == len(job.prompt) - 1
+                b.logits[n] = 1 if last else 0
+                n += 1
+            job.read += len(chunk)
+            lead.n_past += len(chunk)
+            if job.read == len(job.prompt):
+                outs.append(job)
+        if n == 0:
+            return
+        b.n_tokens = n
+        rc = ll.llama_decode(self._ctx, b)
+        self.decode_calls += 1
+        if rc != 0:
+            self._decode_failed(rc)
+            return
+        self.evaluated_tokens += n
+        for s in self._live:
+            s.n_past += 1
+        ptr = ll.llama_get_logits(self._ctx)
+        logits = np.ctypeslib.as_array(ptr, shape=(len(outs), self.n_vocab))
+        still: list[_Sample] = []
+        finished_jobs = []
+        for row, who in enumerate(outs):
+            if isinstance(who, _Job):
+                finished_jobs.append(who)
+                job = who
+                lead = job.leader
+                for s in job.samples:
+                    if s is not lead:
+                        ll.llama_memory_seq_cp(self._mem, lead.seq_id, s.seq_id, -1, -1)
+                        s.n_past = lead.n_past
+                    s.prompt_tokens = len(job.prompt)
+                    if self._sample(s, logits[row]):
+                        still.append(s)
+            else:
+                if self._sample(who, logits[row]):
+                    still.append(who)
+        for job in finished_jobs:
+            self._jobs_reading.remove(job)
+        self._live = still
+
+    def _sample(self, s: _Sample, row: np.ndarray) -> bool:
+        """Draw the next token of ``s``; finish it if a stop condition holds. True if it goes on."""
+        if s.future.cancelled():
+            self._release(s.seq_id)
+            return False
+        p = s.params
+        tok, lp, slp = sample_token(row, p, s.rng)
+        s.tokens.append(tok)
+        s.logprobs.append(lp)
+        s.sampled_logprobs.append(slp)
+        if s.top is not None:
+            ls = log_softmax(row)
+            k = p.top_logprobs
+            ids = np.argpartition(-ls, k - 1)[:k]
+            ids = ids[np.argsort(-ls[ids])]
+            s.top.append({self.piece(int(i)).decode("utf-8", errors="replace"): float(ls[i]) for i in ids})
+        if self._ll.llama_vocab_is_eog(self._vocab, tok):
+            self._finish(s, "stop", None, pending=[])
+            return False
+        before = len(s.text)
+        s.text += self.piece(tok)
+        if p.stop:
+            text = s.text.decode("utf-8", errors="ignore")
+            window = max(0, len(text) - (len(s.text) - before) - max(len(x) for x in p.stop) - 4)
+            hit = None
+            for x in p.stop:
+                i = text.find(x, window)
+                if i >= 0 and (hit is None or i < hit[0]):
+                    hit = (i, x)
+            if hit is not None:
+                self._finish(s, "stop", hit[1], pending=[tok], cut=hit[0])
+                return False
+        if len(s.tokens) >= p.max_tokens or s.n_past + 1 >= self.n_ctx:
+            self._finish(s, "length", None, pending=[tok])
+            return False
+        s.pending = [tok]
+        return True
+
+    def _finish(self, s: _Sample, reason: str, stop: str | None, pending: list[int], cut: int | None = None) -> None:
+        text = s.text.decode("utf-8", errors="replace")
+        if cut is not None:
+            text = s.text.decode("utf-8", errors="ignore")[:cut]
+        handle = None
+        if s.keep and not s.future.cancelled():
+            handle = SeqHandle(s.seq_id, s.n_past, pending, reason == "stop" and stop is None, self._engine_id, s.prompt_tokens)
+        else:
+            self._release(s.seq_id)
+        c = Completion(
+            text=text, finish_reason=reason, prompt_tokens=s.prompt_tokens, generated_tokens=len(s.tokens),
+            token_ids=s.tokens, logprobs=s.logprobs, sampled_logprobs=s.sampled_logprobs, top_logprobs=s.top,
+            stop=stop, seed=s.seed, handle=handle,
+        )
+        if not _set(s.future, result=c) and handle is not None:
+            self._release(s.seq_id)
+
+    def _decode_failed(self, rc: int) -> None:
+        """No room in the KV cache (rc 1) or an error: put prompt reads back, fail the longest."""
+        if self._jobs_reading:
+            job = self._jobs_reading.pop()
+            for s in job.samples:
+                self._release(s.seq_id)
+                _set(s.future, exc=BackendError(f"llama_decode returned {rc}: the KV cache ({self.n_ctx} cells) is full; raise n_ctx or lower n", retryable=True))
+            # the other jobs' reads in this batch were not applied: restart them
+            for j in self._jobs_reading:
+                self._ll.llama_memory_seq_rm(self._mem, j.leader.seq_id, -1, -1)
+                j.leader.n_past = j.parent.n_past if j.parent else 0
+                if j.parent is not None:
+                    self._ll.llama_memory_seq_cp(self._mem, j.parent.seq_id, j.leader.seq_id, -1, -1)
+                j.read = 0
+            return
+        if self._live:
+            s = max(self._live, key=lambda x: x.n_past)
+            self._live.remove(s)
+            self._finish(s, "length", None, pending=[])
+
+    def _fail_all(self, exc: Exception, include_queue: bool = False) -> None:
+        for s in self._live:
+            _set(s.future, exc=exc)
+        for job in self._jobs_reading:
+            for s in job.samples:
+                _set(s.future, exc=exc)
+        if include_queue:
+            for job in self._queue:
+                for s in job.samples:
+                    _set(s.future, exc=exc)
+            for job in self._inbox:
+                for s in job.samples:
+                    _set(s.future, exc=exc)
+            self._queue.clear()
+            self._inbox.clear()
+        for s in self._live:
+            if s.seq_id >= 0:
+                self._release(s.seq_id)
+        for job in self._jobs_reading:
+            for s in job.samples:
+                if s.seq_id >= 0:
+                    self._release(s.seq_id)
+        self._live = []
+        self._jobs_reading = []
+
+
+def _set(fut: cf.Future, result: Any = None, exc: BaseException | None = None) -> bool:
+    """Resolve a future unless the caller cancelled it; True if resolved."""
+    if fut.done():
+        return False
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+        return True
+    except cf.InvalidStateError:
+        return False

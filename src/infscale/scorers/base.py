@@ -1,0 +1,38 @@
+"""The scorer protocol: batch-first, log-space.
+
+An outcome scorer maps whole solutions to log-scores (``log P(correct)``-like; ``-inf`` means
+impossible). Scorers that call a model do so through the runner's context, so every call they
+make is charged to the request's usage and budget. Probabilities become log-scores in one
+place, :func:`prob_to_logscore`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ..types import Problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..strategies.base import Context
+
+__all__ = ["Scorer", "prob_to_logscore"]
+
+
+def prob_to_logscore(p: float) -> float:
+    """The one boundary where probabilities become log-scores (0 → -inf)."""
+    if p <= 0.0:
+        return -math.inf
+    return math.log(min(p, 1.0))
+
+
+class Scorer:
+    """Base class. ``kind`` is ``outcome`` (whole solutions) or ``process`` (latest step)."""
+
+    name: str = "scorer"
+    kind: str = "outcome"
+    needs_model: bool = False
+
+    async def score(self, problem: Problem, texts: list[str], ctx: "Context") -> list[float]:
+        """One log-score per text, in order."""
+        raise NotImplementedError

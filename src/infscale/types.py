@@ -1,0 +1,184 @@
+"""The shared glossary: problems, generation requests and completions, candidates, results.
+
+Weights and scores are natural logs everywhere; impossible is ``-inf``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .params import SamplingParams
+
+__all__ = [
+    "Problem",
+    "GenRequest",
+    "Completion",
+    "Usage",
+    "Candidate",
+    "AnswerMass",
+    "Result",
+]
+
+
+@dataclass
+class Problem:
+    """A question to answer.
+
+    Give either ``question`` (rendered through the task's default prompt) or ``messages``
+    (chat messages used as they are). ``reference`` is for evaluation only: strategies never
+    see it. ``task`` chooses answer extraction and equivalence: ``math``, ``mcq``, ``code``,
+    ``text``.
+    """
+
+    question: str | None = None
+    messages: list[dict[str, str]] | None = None
+    id: str = "0"
+    task: str = "math"
+    reference: Any = None
+    choices: list[str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenRequest:
+    """Continue a conversation or a text until a stop.
+
+    Exactly one of ``messages`` (chat, rendered with the model's template) or ``prompt`` (raw
+    text) is set. ``prefix`` is text the assistant turn already contains (prefill) and is
+    continued, not repeated, in the completion. ``seed`` is the sample's own seed (already
+    derived from base seed, problem id and sample index); ``None`` uses ``params.seed``.
+    ``key`` names the request in traces and logs.
+
+    Trajectory continuation (generators with ``capabilities.kv_fork``): with ``keep=True`` the
+    completion carries a ``handle`` that holds the generated state (for the embedded engine, a
+    KV-cache sequence); a later request with ``parent=handle`` continues from it after appending
+    ``prefix``, without re-reading the prefix. Several requests may fork one parent. Handles are
+    released with the generator's ``free``.
+    """
+
+    params: SamplingParams
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    prefix: str = ""
+    seed: int | None = None
+    key: str = ""
+    parent: Any = None
+    keep: bool = False
+
+    def __post_init__(self) -> None:
+        if self.parent is None and (self.messages is None) == (self.prompt is None):
+            raise ValueError("GenRequest needs exactly one of messages or prompt (or a parent)")
+
+
+@dataclass
+class Completion:
+    """One generated continuation.
+
+    ``logprobs[i]`` is the log-probability of token i under the model's unmodified
+    distribution (temperature 1, no truncation); ``sampled_logprobs[i]`` under the distribution
+    it was actually drawn from (temperature and truncation applied; 0.0 for greedy picks).
+    ``finish_reason`` is ``stop`` (a stop string or end of text), ``length`` (max_tokens),
+    ``cancelled`` or ``error``.
+    """
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    sampled_logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[dict[str, float]] | None = None
+    stop: str | None = None
+    seed: int | None = None
+    error: str | None = None
+    handle: Any = None
+
+    @property
+    def logprob(self) -> float:
+        """Sum of model log-probabilities of the generated tokens (the sequence log-prior)."""
+        return float(sum(self.logprobs))
+
+
+@dataclass
+class Usage:
+    """What a request spent: every call counts, strategy and scorer alike."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+
+    def add(self, c: Completion) -> None:
+        self.prompt_tokens += c.prompt_tokens
+        self.generated_tokens += c.generated_tokens
+        self.calls += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Candidate:
+    """A finished sample as a strategy sees it: text, extracted answer, scores."""
+
+    text: str
+    answer: str | None
+    index: int = 0
+    logprob: float = 0.0
+    score: float | None = None
+    generated_tokens: int = 0
+    finish_reason: str = "stop"
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["score"] is not None and not math.isfinite(d["score"]):
+            d["score"] = None if math.isnan(d["score"]) else str(d["score"])
+        return d
+
+
+@dataclass
+class AnswerMass:
+    """One equivalence class of answers: a representative, its normalised weight, its count."""
+
+    answer: str
+    weight: float
+    count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Result:
+    """What a strategy concluded.
+
+    ``answer`` is the chosen answer (``None`` when it abstains: no candidate had an answer);
+    ``answers`` the k chosen answers for pass@k-style strategies (``answers[0] == answer``);
+    ``distribution`` the answer classes with weights summing to 1, best first.
+    """
+
+    strategy: str
+    answer: str | None
+    answers: list[str]
+    distribution: list[AnswerMass]
+    candidates: list[Candidate]
+    usage: Usage
+    n: int
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "n": self.n,
+            "answer": self.answer,
+            "answers": list(self.answers),
+            "distribution": [m.to_dict() for m in self.distribution],
+            "candidates": [c.to_dict() for c in self.candidates],
+            "usage": self.usage.to_dict(),
+            "stopped_early": self.stopped_early,
+        }
