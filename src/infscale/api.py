@@ -1,0 +1,80 @@
+"""The Python face: ``ask`` for one question, ``load_generator`` for a model or a server.
+
+``ask`` is a thin sync wrapper over the async :func:`infscale.run`. Embedded engines are loaded
+once per model file and reused by later calls in the same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from .backends.base import Generator
+from .errors import ConfigError
+from .params import Budget, SamplingParams
+from .strategies.runner import run
+from .types import Problem, Result
+
+__all__ = ["ask", "load_generator"]
+
+_engines: dict[str, Generator] = {}
+_lock = threading.Lock()
+
+
+def load_generator(model: str | None = None, *, backend_url: str | None = None, api_key: str | None = None,
+                   **engine_options: Any) -> Generator:
+    """The embedded engine for ``model`` (a registered name or a .gguf path; default
+    ``smollm2-135m``), or an OpenAI-compatible server's generator when ``backend_url`` is given."""
+    if backend_url is not None:
+        from .backends.openai_http import OpenAIGenerator  # noqa: PLC0415
+
+        return OpenAIGenerator(backend_url, model=model, api_key=api_key)
+    from .models import resolve_model  # noqa: PLC0415
+
+    name, path, spec = resolve_model(model)
+    key = f"{path}|{sorted(engine_options.items())}"
+    with _lock:
+        eng = _engines.get(key)
+        if eng is None:
+            from .backends.llamacpp import LlamaEngine  # noqa: PLC0415
+
+            template = "auto" if spec is None or spec.chat else None
+            eng = LlamaEngine(path, model_name=name, chat_template=template, **engine_options)
+            _engines[key] = eng
+    return eng
+
+
+def ask(
+    question: str | Problem,
+    strategy: str = "majority",
+    *,
+    n: int = 8,
+    model: str | None = None,
+    generator: Generator | None = None,
+    scorer: str | None = None,
+    task: str = "math",
+    seed: int = 0,
+    params: SamplingParams | None = None,
+    budget: Budget | None = None,
+    **options: Any,
+) -> Result:
+    """Answer ``question`` with ``strategy`` over ``n`` samples; strategy settings as keywords.
+
+    >>> r = ask("What is 6 * 7?", strategy="majority", n=8)   # doctest: +SKIP
+    >>> r.answer, r.distribution[0].weight, r.usage.generated_tokens  # doctest: +SKIP
+    """
+    if isinstance(question, Problem):
+        problem = question
+    elif isinstance(question, str) and question.strip():
+        problem = Problem(question=question, task=task)
+    else:
+        raise ConfigError("question", "must be a non-empty string or a Problem", "a question text")
+    gen = generator or load_generator(model)
+    coro = run(problem, gen, strategy, n=n, scorer=scorer, params=params, budget=budget, seed=seed, options=options)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    coro.close()
+    raise ConfigError("ask", "called inside a running event loop", "await infscale.run(...) there instead")

@@ -1,0 +1,187 @@
+"""The ``infscale`` command.
+
+Errors the user can cause print one line (``infscale: error: PARAM: what was wrong (accepted:
+...)``) and exit with code 2, never a traceback. Progress goes to stderr; results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from ..errors import BackendError, ConfigError, InfscaleError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors: one line, exit 2
+        self.exit(2, f"infscale: error: {message}\n")
+
+
+def _param_pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError("--param", f"expected key=value, got {item!r}", "key=value, e.g. --param threshold=0.9")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="infscale", description="Inference-time scaling: sample, score, search, vote — and measure it.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    a = sub.add_parser("ask", help="answer one question with a strategy")
+    a.add_argument("question")
+    a.add_argument("--strategy", "-s", default="majority", help="strategy name (see `infscale strategies`)")
+    a.add_argument("--n", type=int, default=8, help="width: samples, particles or beams (default 8)")
+    a.add_argument("--scorer", default=None, help="scorer name (default: the strategy's own)")
+    a.add_argument("--model", "-m", default=None, help="registered model name or .gguf path (default smollm2-135m)")
+    a.add_argument("--backend-url", default=None, help="an OpenAI-compatible server instead of the embedded engine")
+    a.add_argument("--task", default="math", help="math, mcq, code or text (answer extraction)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--temperature", type=float, default=0.7)
+    a.add_argument("--top-p", type=float, default=1.0)
+    a.add_argument("--top-k", type=int, default=0)
+    a.add_argument("--min-p", type=float, default=0.0)
+    a.add_argument("--max-tokens", type=int, default=256)
+    a.add_argument("--max-generated-tokens", type=int, default=None, help="budget: generated tokens in all")
+    a.add_argument("--max-calls", type=int, default=None, help="budget: model calls in all")
+    a.add_argument("--max-seconds", type=float, default=None, help="budget: wall seconds")
+    a.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE", help="strategy setting")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+
+    m = sub.add_parser("models", help="list embedded models, or install one")
+    m.add_argument("action", nargs="?", default="list", choices=["list", "install"])
+    m.add_argument("name", nargs="?")
+
+    sub.add_parser("strategies", help="list strategies with their settings and default scorers")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="infscale: %(levelname)s: %(message)s")
+    for noisy in ("math_verify", "httpx", "latex2sympy2_extended"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        if args.command == "ask":
+            return _ask(args)
+        if args.command == "models":
+            return _models(args)
+        if args.command == "strategies":
+            return _strategies()
+        build_parser().print_help(sys.stderr)
+        return 2
+    except ConfigError as e:
+        print(f"infscale: error: {e}", file=sys.stderr)
+        return 2
+    except BackendError as e:
+        print(f"infscale: backend error: {e}", file=sys.stderr)
+        return 1
+    except InfscaleError as e:
+        print(f"infscale: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("infscale: interrupted", file=sys.stderr)
+        return 130
+
+
+def _ask(args) -> int:
+    from ..api import load_generator  # noqa: PLC0415
+    from ..params import Budget, SamplingParams  # noqa: PLC0415
+    from ..strategies import get_strategy  # noqa: PLC0415
+    from ..strategies.runner import check_n, run  # noqa: PLC0415
+    from ..types import Problem  # noqa: PLC0415
+    from ..answers import get_task  # noqa: PLC0415
+
+    # validate everything before loading a model
+    strat = get_strategy(args.strategy)
+    check_n(args.n)
+    options = strat.options(_param_pairs(args.param))
+    get_task(args.task)
+    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+                            max_tokens=args.max_tokens, seed=args.seed)
+    budget = Budget(generated_tokens=args.max_generated_tokens, calls=args.max_calls, seconds=args.max_seconds)
+    if args.scorer is not None:
+        from ..scorers import get_scorer  # noqa: PLC0415
+
+        get_scorer(args.scorer)
+    if not args.question.strip():
+        raise ConfigError("question", "is empty", "a question text")
+
+    t0 = time.monotonic()
+    _progress(f"loading {args.model or 'smollm2-135m'} ...")
+    gen = load_generator(args.model, backend_url=args.backend_url)
+    _progress(f"running {strat.name} with n={args.n} ({time.monotonic() - t0:.1f}s to load)")
+    problem = Problem(question=args.question, task=args.task, id="cli")
+    result = asyncio.run(run(problem, gen, strat, n=args.n, scorer=args.scorer, params=params, budget=budget,
+                             seed=args.seed, options=options))
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        _print_result(result)
+    return 0
+
+
+def _progress(msg: str) -> None:
+    print(f"infscale: {msg}", file=sys.stderr, flush=True)
+
+
+def _print_result(r) -> None:
+    print(f"answer: {r.answer if r.answer is not None else '(abstained: no sample gave an answer)'}")
+    if len(r.answers) > 1 and r.strategy == "bom":
+        print(f"answers (top {len(r.answers)}): {', '.join(r.answers)}")
+    no_answer = sum(1 for c in r.candidates if c.answer is None)
+    print(f"\n{'answer':<24} {'weight':>7} {'count':>6}")
+    for m in r.distribution:
+        print(f"{m.answer[:24]:<24} {m.weight:>7.3f} {m.count:>6}")
+    if no_answer:
+        print(f"{'(no answer)':<24} {'':>7} {no_answer:>6}")
+    u = r.usage
+    early = ", stopped early" if r.stopped_early else ""
+    print(f"\nusage: {len(r.candidates)} samples{early}, {u.calls} calls, {u.prompt_tokens} prompt tokens, "
+          f"{u.generated_tokens} generated tokens, {u.seconds:.1f}s")
+
+
+def _models(args) -> int:
+    from ..models import MODELS, install_model, model_status  # noqa: PLC0415
+
+    if args.action == "install":
+        if not args.name:
+            raise ConfigError("name", "missing", ", ".join(MODELS))
+        path = install_model(args.name)
+        print(f"{args.name}: {path}")
+        return 0
+    for s in model_status():
+        mark = "installed" if s["installed"] else f"not installed ({s['install']})"
+        print(f"{s['name']:<14} {mark:<48} {s['description']}")
+    return 0
+
+
+def _strategies() -> int:
+    from ..strategies import STRATEGIES  # noqa: PLC0415
+
+    for s in STRATEGIES.values():
+        scorer = s.default_scorer or "-"
+        print(f"{s.name:<12} scorer={scorer:<10} {s.summary}")
+        for k, spec in s.params.items():
+            print(f"{'':<14}--param {k}={spec.default!r}: {spec.doc}")
+    return 0
+
+
+def _entry() -> Any:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

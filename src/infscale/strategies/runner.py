@@ -1,0 +1,84 @@
+"""The runner: the only outer loop. It owns the budget, the context and cancellation.
+
+``run`` validates what the caller gave (strategy, n, scorer, settings), builds the metered
+:class:`~infscale.strategies.base.Context`, then calls ``strategy.step`` until the strategy is
+done or the budget is spent, and always lets the strategy cancel outstanding work before it
+selects its result from what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ..answers import get_task
+from ..backends.base import Generator
+from ..errors import ConfigError
+from ..params import Budget, SamplingParams
+from ..scorers import Scorer, get_scorer
+from ..types import Problem, Result
+from . import get_strategy
+from .base import BudgetExhausted, Context, Strategy
+
+__all__ = ["run", "check_n"]
+
+
+def check_n(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError("n", f"got {n!r}", "an integer >= 1 (samples, particles or beams)")
+    return n
+
+
+async def run(
+    problem: Problem,
+    generator: Generator,
+    strategy: str | Strategy = "majority",
+    *,
+    n: int = 8,
+    scorer: str | Scorer | None = None,
+    params: SamplingParams | None = None,
+    budget: Budget | None = None,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    trace: bool = False,
+) -> Result:
+    """Run ``strategy`` on ``problem`` with ``generator``; return its :class:`Result`.
+
+    ``n`` is the width (samples, particles or beams). ``options`` are the strategy's own
+    settings (``--param``). ``scorer`` defaults to the strategy's documented default scorer.
+    """
+    strat = get_strategy(strategy)
+    n = check_n(n)
+    opts = strat.options(options or {})
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError("seed", f"got {seed!r}", "an integer")
+    sc = get_scorer(scorer if scorer is not None else (strat.default_scorer if strat.wants_scorer(opts) else None))
+    ctx = Context(
+        problem=problem, generator=generator, task=get_task(problem.task), params=params or SamplingParams(),
+        n=n, seed=seed, budget=budget or Budget(), scorer=sc, options=opts,
+    )
+    state = strat.init(ctx)
+    steps: list[dict[str, Any]] = []
+    try:
+        while not strat.done(state):
+            left = None if ctx.budget.seconds is None else ctx.budget.seconds - (time.monotonic() - ctx.started)
+            if left is not None and left <= 0:
+                ctx.stopped_by_budget = True
+                break
+            try:
+                async with asyncio.timeout(left):
+                    state, info = await strat.step(state, ctx)
+            except TimeoutError:
+                ctx.stopped_by_budget = True
+                break
+            except BudgetExhausted:
+                break
+            if trace:
+                steps.append(info)
+    finally:
+        await strat.close(state, ctx)
+    ctx.usage.seconds = time.monotonic() - ctx.started
+    result = strat.select(state, ctx)
+    result.trace = steps
+    return result
