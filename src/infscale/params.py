@@ -28,6 +28,7 @@ class SamplingParams:
     seed: base seed; the sample's own seed derives from (seed, problem id, sample index).
     logprobs: return per-token log-probabilities.
     top_logprobs: also return the k most likely alternatives at each position (0..20).
+    ignore_eos: keep generating past end-of-text tokens (benchmarks; the embedded engine only).
     """
 
     temperature: float = 0.7
@@ -39,6 +40,7 @@ class SamplingParams:
     seed: int | None = 0
     logprobs: bool = True
     top_logprobs: int = 0
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

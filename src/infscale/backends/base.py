@@ -9,12 +9,14 @@ strategy can stop early and cancel the rest.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from ..types import Completion, GenRequest
 
-__all__ = ["Capabilities", "Generator"]
+__all__ = ["Capabilities", "Generator", "OnFinish"]
+
+OnFinish = Callable[[int, Completion], None]
 
 
 @dataclass
@@ -38,17 +40,23 @@ class Generator:
     async def generate(self, requests: list[GenRequest]) -> list[Completion]:
         raise NotImplementedError
 
-    async def stream(self, requests: list[GenRequest]) -> AsyncIterator[tuple[int, Completion]]:
-        """Yield ``(index, completion)`` as each request finishes; cancelling the iterator's
-        consumer (``aclose``) cancels what is still outstanding."""
+    async def stream(self, requests: list[GenRequest], on_finish: OnFinish | None = None
+                     ) -> AsyncIterator[tuple[int, Completion]]:
+        """Yield ``(index, completion)`` as each request finishes; closing the iterator
+        (``aclose``) cancels what is still outstanding. ``on_finish`` sees every completion as
+        soon as it is known, even one the consumer stops before reading (so it can be charged)."""
         tasks = [asyncio.ensure_future(self.generate([r])) for r in requests]
         index = {t: i for i, t in enumerate(tasks)}
         pending = set(tasks)
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in sorted(done, key=index.__getitem__):
-                    yield index[t], t.result()[0]
+                ready = [(index[t], t.result()[0]) for t in sorted(done, key=index.__getitem__)]
+                if on_finish is not None:
+                    for i, c in ready:
+                        on_finish(i, c)
+                for i, c in ready:
+                    yield i, c
         finally:
             for t in pending:
                 t.cancel()

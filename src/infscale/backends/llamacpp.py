@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import BackendError, ConfigError, MissingExtraError
 from ..params import SamplingParams
 from ..types import Completion, GenRequest
-from .base import Capabilities, Generator
+from .base import Capabilities, Generator, OnFinish
 from .sampling import log_softmax, sample_token
 
 __all__ = ["LlamaEngine", "SeqHandle"]
@@ -346,15 +346,20 @@ class LlamaEngine(Generator):
                 f.cancel()
             raise
 
-    async def stream(self, requests: list[GenRequest]) -> AsyncIterator[tuple[int, Completion]]:
+    async def stream(self, requests: list[GenRequest], on_finish: OnFinish | None = None
+                     ) -> AsyncIterator[tuple[int, Completion]]:
         futs = [asyncio.wrap_future(f) for f in self.submit(requests)]
         index = {f: i for i, f in enumerate(futs)}
         pending = set(futs)
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for f in sorted(done, key=index.__getitem__):
-                    yield index[f], f.result()
+                ready = [(index[f], f.result()) for f in sorted(done, key=index.__getitem__)]
+                if on_finish is not None:
+                    for i, c in ready:
+                        on_finish(i, c)
+                for i, c in ready:
+                    yield i, c
         finally:
             for f in pending:
                 f.cancel()
@@ -555,7 +560,7 @@ class LlamaEngine(Generator):
             ids = np.argpartition(-ls, k - 1)[:k]
             ids = ids[np.argsort(-ls[ids])]
             s.top.append({self.piece(int(i)).decode("utf-8", errors="replace"): float(ls[i]) for i in ids})
-        if self._ll.llama_vocab_is_eog(self._vocab, tok):
+        if not p.ignore_eos and self._ll.llama_vocab_is_eog(self._vocab, tok):
             self._finish(s, "stop", None, pending=[])
             return False
         before = len(s.text)

@@ -107,12 +107,18 @@ class Context:
         """Yield ``(index, completion)`` as they finish; stop (cancelling the rest) once the
         budget is spent."""
         requests = self._admit(requests)
-        agen = self.generator.stream(requests)
+        unread: set[int] = set()  # finished and paid for, not yet handed on
+
+        def paid(i: int, c: Completion) -> None:
+            self._charge(c)
+            unread.add(i)
+
+        agen = self.generator.stream(requests, on_finish=paid)
         try:
             async for i, c in agen:
-                self._charge(c)
+                unread.discard(i)
                 yield i, c
-                if self.exhausted():
+                if not unread and self.exhausted():
                     self.stopped_by_budget = True
                     break
         finally:

@@ -80,5 +80,6 @@ async def run(
         await strat.close(state, ctx)
     ctx.usage.seconds = time.monotonic() - ctx.started
     result = strat.select(state, ctx)
+    result.stopped_early = result.stopped_early or ctx.stopped_by_budget
     result.trace = steps
     return result

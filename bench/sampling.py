@@ -1,0 +1,139 @@
+"""Aggregate generated tokens/s for N samples of one prompt, measured side by side in one run.
+
+For N = 1, 4, 8, 16 on the embedded model:
+
+* infscale   — one ``generate`` call with N requests (one prefill, one batch per step);
+* sequential — N single-sample ``generate`` calls one after another through infscale;
+* raw        — a bare llama-cpp-python loop: one prefill, KV copied to N sequences, then one
+  ``llama_decode`` per step with N tokens, sampling in numpy (the physical limit here).
+
+Every sample generates exactly ``--tokens`` tokens (end-of-text ignored) so the three do equal
+work. Last line: ``sampling N=8: batched/sequential=X.XX infscale/raw-batched=Y.YY``.
+
+    python bench/sampling.py [--tokens 64] [--model smollm2-135m] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import time
+
+import numpy as np
+
+from infscale.backends.llamacpp import LlamaEngine, extra_buffer_types_safe
+from infscale.models import resolve_model
+from infscale.params import SamplingParams
+from infscale.types import GenRequest
+
+PROMPT = "Once upon a time, in a small village by the sea, there lived"
+
+
+def infscale_tps(engine: LlamaEngine, n: int, tokens: int, seed: int) -> float:
+    p = SamplingParams(temperature=0.8, max_tokens=tokens, ignore_eos=True)
+    reqs = [GenRequest(params=p, prompt=PROMPT, seed=seed + i) for i in range(n)]
+    t = time.perf_counter()
+    outs = asyncio.run(engine.generate(reqs))
+    dt = time.perf_counter() - t
+    return sum(o.generated_tokens for o in outs) / dt
+
+
+def sequential_tps(engine: LlamaEngine, n: int, tokens: int, seed: int) -> float:
+    p = SamplingParams(temperature=0.8, max_tokens=tokens, ignore_eos=True)
+    total = 0
+    t = time.perf_counter()
+    for i in range(n):
+        total += asyncio.run(engine.generate([GenRequest(params=p, prompt=PROMPT, seed=seed + i)]))[0].generated_tokens
+    return total / (time.perf_counter() - t)
+
+
+class RawLoop:
+    """The bare multi-sequence decode loop, on its own context (same settings as the engine)."""
+
+    def __init__(self, path: str, n_ctx: int, n_seq_max: int, n_batch: int):
+        import llama_cpp as ll
+
+        self.ll = ll
+        mp = ll.llama_model_default_params()
+        mp.n_gpu_layers = 0
+        mp.use_extra_bufts = extra_buffer_types_safe()
+        self.model = ll.llama_model_load_from_file(str(path).encode(), mp)
+        self.vocab = ll.llama_model_get_vocab(self.model)
+        self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        cp = ll.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = n_ctx, n_batch, min(n_batch, 512), n_seq_max
+        import os
+
+        cp.n_threads = cp.n_threads_batch = os.cpu_count() or 1
+        cp.kv_unified = True
+        cp.no_perf = True
+        self.ctx = ll.llama_init_from_model(self.model, cp)
+        self.mem = ll.llama_get_memory(self.ctx)
+        self.batch = ll.llama_batch_init(n_batch, 0, 1)
+        data = PROMPT.encode()
+        arr = (ll.llama_token * (len(data) + 8))()
+        k = ll.llama_tokenize(self.vocab, data, len(data), arr, len(arr), True, True)
+        self.prompt = list(arr[:k])
+
+    def _put(self, i, tok, pos, seq, logits):
+        b = self.batch
+        b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
+        b.seq_id[i][0] = seq
+
+    def tps(self, n: int, tokens: int, seed: int) -> float:
+        ll, rngs = self.ll, [np.random.default_rng(seed + i) for i in range(n)]
+        t = time.perf_counter()
+        ll.llama_memory_clear(self.mem, True)
+        for i, tok in enumerate(self.prompt):
+            self._put(i, tok, i, 0, int(i == len(self.prompt) - 1))
+        self.batch.n_tokens = len(self.prompt)
+        assert ll.llama_decode(self.ctx, self.batch) == 0
+        for s in range(1, n):
+            ll.llama_memory_seq_cp(self.mem, 0, s, -1, -1)
+        rows = np.ctypeslib.as_array(ll.llama_get_logits(self.ctx), shape=(1, self.n_vocab))
+        rows = np.repeat(rows, n, axis=0)
+        pos = len(self.prompt)
+        for _ in range(tokens):
+            for s in range(n):
+                z = rows[s].astype(np.float64) / 0.8
+                p = np.exp(z - z.max())
+                p /= p.sum()
+                tok = int(np.searchsorted(np.cumsum(p), rngs[s].random()))
+                self._put(s, min(tok, self.n_vocab - 1), pos, s, 1)
+            self.batch.n_tokens = n
+            assert ll.llama_decode(self.ctx, self.batch) == 0
+            rows = np.ctypeslib.as_array(ll.llama_get_logits(self.ctx), shape=(n, self.n_vocab))
+            pos += 1
+        return n * tokens / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2, help="take the best of this many runs of each")
+    ap.add_argument("--ns", default="1,4,8,16")
+    args = ap.parse_args()
+    _, path, _ = resolve_model(args.model)
+    engine = LlamaEngine(path, n_ctx=8192, n_seq_max=32, n_batch=1024)
+    raw = RawLoop(path, n_ctx=8192, n_seq_max=32, n_batch=1024)
+    infscale_tps(engine, 2, 8, 0)  # warm up both
+    raw.tps(2, 8, 0)
+    print(f"{'N':>3} {'infscale tok/s':>15} {'sequential':>11} {'raw batched':>12} {'batched/seq':>12} {'infscale/raw':>13}")
+    ratios = {}
+    for n in [int(x) for x in args.ns.split(",")]:
+        a = b = c = 0.0
+        for r in range(args.repeats):  # interleaved, so drift hits all three alike
+            a = max(a, infscale_tps(engine, n, args.tokens, 100 * r))
+            b = max(b, sequential_tps(engine, n, args.tokens, 100 * r))
+            c = max(c, raw.tps(n, args.tokens, 100 * r))
+        ratios[n] = (a / b, a / c)
+        print(f"{n:>3} {a:>15.1f} {b:>11.1f} {c:>12.1f} {a / b:>12.2f} {a / c:>13.2f}", flush=True)
+    engine.close()
+    if 8 in ratios:
+        print(f"sampling N=8: batched/sequential={ratios[8][0]:.2f} infscale/raw-batched={ratios[8][1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,406 @@
+"""A fake OpenAI-compatible server for tests, standard library only.
+
+::
+
+    with FakeOpenAIServer(ignore_n=True) as srv:
+        gen = OpenAIGenerator(srv.base_url)
+        ...
+        srv.requests  # every POST body received, in order (failed attempts included)
+
+Replies are scripted and deterministic: ``reply(prompt_or_messages, body, index) -> str`` (the
+prompt string or the messages list, the request body, the choice index). Tokens are the text
+split before whitespace (``"Answer: 42"`` is ``["Answer:", " 42"]``), each with logprob -0.1;
+``stop`` truncates before the first stop string and ``max_tokens`` truncates tokens. Prompt
+tokens count the same way over a rendered chat (``<|role|> content <|end|>`` per message, then
+``<|assistant|>`` unless the final assistant message is continued).
+
+Quirks of real servers can be switched on: ``ignore_n`` (always one choice),
+``ignore_max_completion_tokens``, ``ignore_continue_final_message``, ``logprobs=False`` (never
+returns logprobs), ``usage=False`` (no usage block), ``fail_times``/``fail_status``/
+``retry_after`` (the first k generation requests fail), ``status_for_bad`` (status for invalid
+bodies), ``delay`` (seconds before answering, or a callable of the body) and ``reject`` (a
+callable ``(path, body) -> (status, message) | None`` for scripted refusals).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, fields, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+__all__ = ["Behaviour", "FakeOpenAIServer", "fake_tokens", "default_reply"]
+
+_TOKEN_RE = re.compile(r"\s*\S+")
+
+
+def fake_tokens(text: str) -> list[str]:
+    """The fake server's tokenizer: pieces starting with their leading whitespace."""
+    return _TOKEN_RE.findall(text)
+
+
+def default_reply(prompt_or_messages: Any, body: dict, index: int) -> str:
+    return "Answer: 42"
+
+
+@dataclass
+class Behaviour:
+    reply: Callable[[Any, dict, int], str] = default_reply
+    models: tuple[str, ...] = ("fake-model",)
+    ignore_n: bool = False
+    ignore_max_completion_tokens: bool = False
+    ignore_continue_final_message: bool = False
+    logprobs: bool = True
+    usage: bool = True
+    fail_times: int = 0
+    fail_status: int = 503
+    retry_after: float | None = None
+    status_for_bad: int = 400
+    delay: float | Callable[[dict], float] = 0.0
+    reject: Callable[[str, dict], tuple[int, str] | None] | None = None
+    max_temperature: float = 2.0
+    token_logprob: float = -0.1
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class FakeOpenAIServer:
+    """The fake server; a context manager that serves on an ephemeral port of 127.0.0.1."""
+
+    def __init__(self, behaviour: Behaviour | dict | None = None, **overrides: Any):
+        if behaviour is None:
+            behaviour = Behaviour()
+        elif isinstance(behaviour, dict):
+            behaviour = Behaviour(**behaviour)
+        names = {f.name for f in fields(Behaviour)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"unknown behaviour: {sorted(unknown)} (known: {sorted(names)})")
+        self.behaviour = replace(behaviour, **overrides)
+        self._lock = threading.Lock()
+        self._requests: list[Any] = []
+        self._calls: list[tuple[str, str, Any]] = []
+        self._headers: list[dict[str, str]] = []
+        self._failures_left = self.behaviour.fail_times
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> "FakeOpenAIServer":
+        handler = type("_Handler", (_Handler,), {"fake": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> "FakeOpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The port it serves (or served, once stopped) on."""
+        assert self._port is not None, "the server was never started"
+        return self._port
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root_url}/v1"
+
+    # --------------------------------------------------------------- records
+
+    @property
+    def requests(self) -> list[Any]:
+        """A snapshot of every POST body received, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def calls(self) -> list[tuple[str, str, Any]]:
+        """A snapshot of every ``(method, path, body)`` received (GETs included)."""
+        with self._lock:
+            return list(self._calls)
+
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        """A snapshot of the request headers of every call, parallel to :attr:`calls`."""
+        with self._lock:
+            return [dict(h) for h in self._headers]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._calls.clear()
+            self._headers.clear()
+
+    def _record(self, method: str, path: str, body: Any, headers: dict[str, str] | None = None) -> None:
+        with self._lock:
+            self._calls.append((method, path, body))
+            self._headers.append(dict(headers or {}))
+            if method == "POST":
+                self._requests.append(body)
+
+    def _take_failure(self) -> bool:
+        with self._lock:
+            if self._failures_left > 0:
+                self._failures_left -= 1
+                return True
+            return False
+
+    # -------------------------------------------------------------- replies
+
+    def _prompt_tokens_chat(self, body: dict) -> int:
+        msgs = body["messages"]
+        b = self.behaviour
+        cont = bool(body.get("continue_final_message")) and not b.ignore_continue_final_message
+        add_gen = body.get("add_generation_prompt", True) if not b.ignore_continue_final_message else True
+        parts = []
+        for i, m in enumerate(msgs):
+            last = i == len(msgs) - 1
+            parts.append(f"<|{m['role']}|> {m['content']}")
+            if not (last and cont):
+                parts.append("<|end|>")
+        if not cont and add_gen:
+            parts.append("<|assistant|>")
+        return len(fake_tokens(" ".join(parts)))
+
+    def _choice_tokens(self, text: str, body: dict, chat: bool) -> tuple[list[str], str]:
+        b = self.behaviour
+        stops = body.get("stop") or []
+        if isinstance(stops, str):
+            stops = [stops]
+        finish = "stop"
+        cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+        tokens = fake_tokens(text)
+        if chat and not b.ignore_max_completion_tokens and body.get("max_completion_tokens") is not None:
+            limit = body["max_completion_tokens"]
+        else:
+            limit = body.get("max_tokens")
+        if limit is not None and len(tokens) > limit:
+            tokens = tokens[:limit]
+            finish = "length"
+        return tokens, finish
+
+    def _logprobs_chat(self, tokens: list[str], k: int) -> dict:
+        lp = self.behaviour.token_logprob
+        content = []
+        for t in tokens:
+            top = [{"token": t, "logprob": lp, "bytes": list(t.encode())}]
+            top += [{"token": f" alt{j}", "logprob": -2.0 - j, "bytes": None} for j in range(1, k)]
+            content.append({"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": top[:k]})
+        return {"content": content}
+
+    def _logprobs_completions(self, tokens: list[str], k: int) -> dict:
+        lp = self.behaviour.token_logprob
+        offsets, pos = [], 0
+        for t in tokens:
+            offsets.append(pos)
+            pos += len(t)
+        tops = []
+        for t in tokens:
+            d = {t: lp}
+            for j in range(1, k):
+                d[f" alt{j}"] = -2.0 - j
+            tops.append(d)
+        return {"tokens": tokens, "token_logprobs": [lp] * len(tokens), "top_logprobs": tops, "text_offset": offsets}
+
+    def answer(self, path: str, body: dict) -> dict:
+        """The response body for a valid generation request."""
+        b = self.behaviour
+        chat = path.endswith("/chat/completions")
+        n = 1 if b.ignore_n else int(body.get("n", 1) or 1)
+        if chat:
+            source: Any = body["messages"]
+            prompt_tokens = self._prompt_tokens_chat(body)
+        else:
+            prompt = body["prompt"]
+            source = prompt if isinstance(prompt, str) else prompt[0]
+            prompt_tokens = len(fake_tokens(source))
+        choices, generated = [], 0
+        for i in range(n):
+            tokens, finish = self._choice_tokens(b.reply(source, body, i), body, chat)
+            text = "".join(tokens)
+            generated += len(tokens)
+            choice: dict[str, Any] = {"index": i, "finish_reason": finish, "logprobs": None}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+                if b.logprobs and body.get("logprobs"):
+                    choice["logprobs"] = self._logprobs_chat(tokens, int(body.get("top_logprobs") or 0))
+            else:
+                choice["text"] = text
+                if b.logprobs and body.get("logprobs") is not None and body.get("logprobs") is not False:
+                    choice["logprobs"] = self._logprobs_completions(tokens, int(body["logprobs"]))
+            choices.append(choice)
+        resp: dict[str, Any] = {
+            "id": f"fake-{int(time.time() * 1000)}",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": choices,
+        }
+        if b.usage:
+            resp["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": generated,
+                "total_tokens": prompt_tokens + generated,
+            }
+        return resp
+
+    def validate(self, path: str, body: Any) -> None:
+        """Raise _BadRequest with an OpenAI-like message for an invalid body."""
+        b = self.behaviour
+
+        def bad(msg: str) -> None:
+            raise _BadRequest(msg)
+
+        if not isinstance(body, dict):
+            bad("the request body must be a JSON object")
+        if not isinstance(body.get("model"), str):
+            bad("'model' is a required string")
+        chat = path.endswith("/chat/completions")
+        if chat:
+            msgs = body.get("messages")
+            if not isinstance(msgs, list) or not msgs:
+                bad("'messages' must be a non-empty list")
+            for m in msgs:
+                if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                    bad("each message needs a string 'role' and 'content'")
+            if (
+                body.get("continue_final_message")
+                and not b.ignore_continue_final_message
+                and body.get("add_generation_prompt", True)
+            ):
+                bad("continue_final_message and add_generation_prompt cannot both be true")
+            if body.get("continue_final_message") and msgs[-1]["role"] != "assistant":
+                if not b.ignore_continue_final_message:
+                    bad("continue_final_message needs a final assistant message")
+        else:
+            prompt = body.get("prompt")
+            if not (isinstance(prompt, str) or (isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str))):
+                bad("'prompt' must be a string")
+        t = body.get("temperature", 1.0)
+        if not isinstance(t, (int, float)) or not 0 <= t <= b.max_temperature:
+            bad(f"temperature must be between 0 and {b.max_temperature}, got {t!r}")
+        top_p = body.get("top_p", 1.0)
+        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            bad(f"top_p must be in (0, 1], got {top_p!r}")
+        for key in ("n", "max_tokens", "max_completion_tokens"):
+            v = body.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                bad(f"{key} must be an integer >= 1, got {v!r}")
+        stop = body.get("stop")
+        if stop is not None and not isinstance(stop, str):
+            if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+                bad("'stop' must be a string or a list of strings")
+        if "seed" in body and body["seed"] is not None and not isinstance(body["seed"], int):
+            bad("'seed' must be an integer")
+        lp = body.get("logprobs")
+        if chat:
+            if lp is not None and not isinstance(lp, bool):
+                bad("'logprobs' must be a boolean for chat completions")
+            tl = body.get("top_logprobs")
+            if tl is not None and (not isinstance(tl, int) or not 0 <= tl <= 20):
+                bad("'top_logprobs' must be an integer in [0, 20]")
+        elif lp is not None and (isinstance(lp, bool) or not isinstance(lp, int) or not 0 <= lp <= 20):
+            bad("'logprobs' must be an integer in [0, 20] for completions")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 10
+    wbufsize = 1 << 16  # headers and body leave in one write...
+    disable_nagle_algorithm = True  # ...at once (no 40 ms delayed-ACK stalls)
+    fake: FakeOpenAIServer  # set on the per-server subclass
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.close_connection = True
+
+    def _error(self, status: int, message: str, etype: str = "invalid_request_error",
+               headers: dict[str, str] | None = None) -> None:
+        self._send(status, {"error": {"message": message, "type": etype, "param": None, "code": status}}, headers)
+
+    def do_GET(self) -> None:
+        fake = self.fake
+        path = self.path.split("?", 1)[0].rstrip("/")
+        fake._record("GET", path, None, dict(self.headers.items()))
+        if path == "/v1/models":
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "infscale-fake"} for m in fake.behaviour.models]
+            self._send(200, {"object": "list", "data": data})
+        else:
+            self._error(404, f"no route for GET {path}", "not_found_error")
+
+    def do_POST(self) -> None:
+        fake = self.fake
+        b = fake.behaviour
+        path = self.path.split("?", 1)[0].rstrip("/")
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body: Any = json.loads(raw or b"null")
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        fake._record("POST", path, body, dict(self.headers.items()))
+        if path not in ("/v1/chat/completions", "/v1/completions"):
+            self._error(404, f"no route for POST {path}", "not_found_error")
+            return
+        delay = b.delay(body) if callable(b.delay) and isinstance(body, dict) else b.delay
+        if isinstance(delay, (int, float)) and delay > 0:
+            time.sleep(delay)
+        if fake._take_failure():
+            headers = {"Retry-After": str(b.retry_after)} if b.retry_after is not None else None
+            self._error(b.fail_status, f"scripted failure ({b.fail_status})", "server_error", headers)
+            return
+        try:
+            fake.validate(path, body)
+        except _BadRequest as e:
+            self._error(b.status_for_bad, str(e))
+            return
+        if body["model"] not in b.models:
+            self._error(404, f"The model '{body['model']}' does not exist", "not_found_error")
+            return
+        if b.reject is not None:
+            refusal = b.reject(path, body)
+            if refusal is not None:
+                self._error(refusal[0], refusal[1])
+                return
+        self._send(200, fake.answer(path, body))

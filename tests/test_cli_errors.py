@@ -1,0 +1,127 @@
+"""The CLI's user errors: exit code 2, one ``infscale: error:`` line naming the parameter, no
+traceback, and no model loaded. Plus the listing commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import infscale
+from infscale.cli.main import main
+
+
+class _ModelLoaded(AssertionError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_model_loading(monkeypatch):
+    """Any attempt to build the embedded engine fails the test (without importing llama_cpp)."""
+
+    class LlamaEngine:
+        def __init__(self, *a, **kw):
+            raise _ModelLoaded("the CLI tried to load a model")
+
+    fake = types.ModuleType("infscale.backends.llamacpp")
+    fake.LlamaEngine = LlamaEngine
+    monkeypatch.setitem(sys.modules, "infscale.backends.llamacpp", fake)
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["ask", "x", "--strategy", "nope"], ["strategy", "nope", "majority"]),
+        (["ask", "x", "--n", "0"], ["n:", ">= 1"]),
+        (["ask", "x", "--n", "-3"], ["n:", ">= 1"]),
+        (["ask", "x", "--temperature=-1"], ["temperature", ">= 0"]),
+        (["ask", "x", "--top-p", "0"], ["top_p", "(0, 1]"]),
+        (["ask", "x", "--max-tokens", "0"], ["max_tokens", ">= 1"]),
+        (["ask", "x", "--max-calls", "0"], ["budget.calls"]),
+        (["ask", "x", "--param", "foo=1"], ["param", "foo"]),
+        (["ask", "x", "-s", "adaptive", "--param", "threshold=abc"], ["param threshold", "float"]),
+        (["ask", "x", "--param", "foo"], ["--param", "key=value", "foo"]),
+        (["ask", "x", "--scorer", "nope"], ["scorer", "nope", "self-eval"]),
+        (["ask", "x", "--task", "nope"], ["task", "nope", "math"]),
+        (["ask", "   "], ["question"]),
+    ],
+)
+def test_validation_errors_before_any_model(argv, names, capsys, monkeypatch):
+    import infscale.api
+
+    def no_load(*a, **kw):
+        raise _ModelLoaded("load_generator called before validation finished")
+
+    monkeypatch.setattr(infscale.api, "load_generator", no_load)
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("infscale: error: ")
+    for name in names:
+        assert name in lines[0]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("model", "names"),
+    [
+        ("no-such-model", ["model", "no-such-model", "smollm2-135m", "gemma3-270m"]),
+        ("/nonexistent/dir/missing.gguf", ["model", "not found", "missing.gguf"]),
+    ],
+)
+def test_model_errors(model, names, capsys):
+    assert main(["ask", "x", "--model", model]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    errors = [ln for ln in err.splitlines() if ln.startswith("infscale: error:")]
+    assert len(errors) == 1, err
+    assert err.splitlines()[-1] == errors[0]
+    for name in names:
+        assert name in errors[0]
+    assert "Traceback" not in err
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(["ask", "x", "--n", "many"])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.strip()] and err.startswith("infscale: error:") and "--n" in err
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_subprocess_no_traceback_exit_2():
+    exe = Path(sys.executable).with_name("infscale")
+    assert exe.exists(), exe
+    p = subprocess.run([str(exe), "ask", "x", "--n", "0"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert p.stdout == ""
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("infscale: error: n:")
+
+
+def test_strategies_lists_every_strategy(capsys):
+    assert main(["strategies"]) == 0
+    out = capsys.readouterr().out
+    listed = {ln.split()[0] for ln in out.splitlines() if ln and not ln.startswith(" ")}
+    assert listed == set(infscale.STRATEGIES)
+    for s in infscale.STRATEGIES.values():
+        for k in s.params:
+            assert f"--param {k}=" in out
+
+
+def test_models_lists_registered_models(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    names = [ln.split()[0] for ln in out.splitlines() if ln.strip()]
+    assert "smollm2-135m" in names and "gemma3-270m" in names

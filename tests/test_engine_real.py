@@ -1,0 +1,141 @@
+"""The embedded engine on the real SmolLM2-135M model (slow: loads a 98 MB GGUF)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="needs the embedded engine: pip install 'infscale[embedded]'")
+
+import infscale  # noqa: E402
+from infscale.errors import ConfigError  # noqa: E402
+from infscale.params import SamplingParams  # noqa: E402
+from infscale.types import GenRequest  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+MSGS = [{"role": "user", "content": "Write one short sentence about the sea."}]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from infscale.models import resolve_model
+
+    try:
+        _, path, _ = resolve_model("smollm2-135m")
+    except ConfigError as e:
+        pytest.skip(str(e))
+    from infscale.backends.llamacpp import LlamaEngine
+
+    eng = LlamaEngine(path, n_ctx=8192, n_seq_max=16)
+    yield eng
+    eng.close()
+
+
+def gen(engine, reqs):
+    return asyncio.run(engine.generate(reqs))
+
+
+def test_four_batched_samples_are_distinct_and_share_one_prefill(engine):
+    p = SamplingParams(temperature=1.0, max_tokens=24, seed=0)
+    before = engine.evaluated_tokens
+    outs = gen(engine, [GenRequest(params=p, messages=MSGS, seed=i) for i in range(4)])
+    assert len({o.text for o in outs}) == 4
+    prompt = outs[0].prompt_tokens
+    assert all(o.prompt_tokens == prompt for o in outs)
+    # one prefill of the prompt, then every generated token but each sample's last is evaluated
+    assert engine.evaluated_tokens - before == prompt + sum(o.generated_tokens - 1 for o in outs)
+
+
+def test_same_seed_reproduces_whatever_shares_the_batch(engine):
+    p = SamplingParams(temperature=0.9, max_tokens=20, seed=0)
+    alone = gen(engine, [GenRequest(params=p, messages=MSGS, seed=123)])[0]
+    again = gen(engine, [GenRequest(params=p, messages=MSGS, seed=123)])[0]
+    mixed = gen(engine, [GenRequest(params=p, messages=MSGS, seed=s) for s in (7, 123, 9)])[1]
+    assert alone.text == again.text
+    assert alone.token_ids == mixed.token_ids
+
+
+def test_logprobs_model_and_sampled(engine):
+    greedy = gen(engine, [GenRequest(params=SamplingParams(temperature=0.0, max_tokens=12), messages=MSGS)])[0]
+    assert len(greedy.logprobs) == greedy.generated_tokens == len(greedy.sampled_logprobs)
+    assert all(x == 0.0 for x in greedy.sampled_logprobs)
+    assert all(x <= 0.0 for x in greedy.logprobs)
+    plain = gen(engine, [GenRequest(params=SamplingParams(temperature=1.0, max_tokens=12), messages=MSGS, seed=3)])[0]
+    # temperature 1 and no truncation: the sampled distribution is the model's
+    assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(plain.logprobs, plain.sampled_logprobs))
+    trunc = gen(engine, [GenRequest(params=SamplingParams(temperature=0.7, top_k=5, max_tokens=12), messages=MSGS, seed=3)])[0]
+    # truncation and a low temperature concentrate mass: sampled >= model log-probability
+    assert all(s >= m - 1e-6 for m, s in zip(trunc.logprobs, trunc.sampled_logprobs))
+
+
+def test_stop_strings_and_max_tokens(engine):
+    p = SamplingParams(temperature=0.0, max_tokens=5)
+    out = gen(engine, [GenRequest(params=p, prompt="1, 2, 3, 4, 5, 6, 7, 8,")])[0]
+    assert out.finish_reason == "length" and out.generated_tokens == 5
+    p = SamplingParams(temperature=0.0, max_tokens=40, stop=("7",))
+    out = gen(engine, [GenRequest(params=p, prompt="Count: 1, 2, 3, 4, 5,")])[0]
+    assert out.finish_reason == "stop" and out.stop == "7" and "7" not in out.text
+
+
+def test_top_logprobs(engine):
+    p = SamplingParams(temperature=0.0, max_tokens=2, top_logprobs=5)
+    out = gen(engine, [GenRequest(params=p, messages=MSGS)])[0]
+    assert len(out.top_logprobs) == out.generated_tokens
+    assert all(len(d) == 5 for d in out.top_logprobs)
+    assert math.isclose(max(out.top_logprobs[0].values()), out.logprobs[0], abs_tol=1e-4)
+
+
+def test_fork_continues_without_rereading_and_free_releases(engine):
+    free0 = engine.stats()["free_sequences"]
+    p = SamplingParams(temperature=0.8, max_tokens=30, stop=("\n",))
+    root = gen(engine, [GenRequest(params=p, prompt="Steps:\n1. Add 2 and 3.\n", keep=True, seed=1)])[0]
+    h = root.handle
+    assert h is not None and engine.stats()["free_sequences"] == free0 - 1
+    before = engine.evaluated_tokens
+    kids = gen(engine, [GenRequest(params=p, parent=h, seed=s) for s in range(3)])
+    # the parent's cache is shared: only its one pending token is read, once, for three children
+    assert engine.evaluated_tokens - before == 1 + sum(k.generated_tokens - 1 for k in kids)
+    assert all(k.prompt_tokens == 1 for k in kids)
+    engine.free(h)
+    engine.free(h)  # idempotent
+    asyncio.run(asyncio.sleep(0.2))
+    assert engine.stats()["free_sequences"] == free0
+    with pytest.raises(ConfigError):
+        engine.submit([GenRequest(params=p, parent=h)])
+
+
+def test_cancel_frees_sequences(engine):
+    free0 = engine.stats()["free_sequences"]
+
+    async def go():
+        task = asyncio.ensure_future(engine.generate(
+            [GenRequest(params=SamplingParams(temperature=1.0, max_tokens=400), messages=MSGS, seed=i) for i in range(4)]))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if engine.stats()["free_sequences"] == free0 and engine.stats()["live"] == 0:
+                break
+
+    asyncio.run(go())
+    assert engine.stats()["free_sequences"] == free0
+    assert engine.stats()["live"] == 0
+
+
+def test_ask_returns_a_parsed_answer(engine):
+    r = infscale.ask("Tom has 4 apples and buys 3 more. How many apples does he have?", "majority", n=4, generator=engine)
+    assert r.answer is not None
+    float(r.answer)  # a number
+    assert r.usage.calls == 4 and r.usage.generated_tokens > 0
+    assert sum(m.count for m in r.distribution) == sum(c.answer is not None for c in r.candidates)
+
+
+def test_self_eval_scores_real_candidates(engine):
+    r = infscale.ask("What is 2 + 2?", "best-of-n", n=2, generator=engine, scorer="self-eval")
+    assert r.usage.calls == 4  # two samples, two self-evaluations
+    assert all(c.score is not None and c.score <= 0.0 for c in r.candidates)
