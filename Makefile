@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[embedded,dev]"
 	$(BIN)/infscale models install smollm2-135m
+	$(BIN)/infscale models install gemma3-270m
 	touch $(STAMP)
 
 install: $(STAMP)
