@@ -139,3 +139,21 @@ def test_self_eval_scores_real_candidates(engine):
     r = infscale.ask("What is 2 + 2?", "best-of-n", n=2, generator=engine, scorer="self-eval")
     assert r.usage.calls == 4  # two samples, two self-evaluations
     assert all(c.score is not None and c.score <= 0.0 for c in r.candidates)
+
+
+def test_adaptive_stop_cancels_outstanding_samples_in_the_engine(engine):
+    free0 = engine.stats()["free_sequences"]
+    params = SamplingParams(temperature=0.1, max_tokens=64)
+    r = infscale.ask("What is 2 + 2?", "adaptive", n=16, generator=engine, params=params, min_samples=3, threshold=0.9)
+    assert r.stopped_early and len(r.candidates) < 16
+    # every finished sample is charged; the cancelled ones never finished
+    assert r.usage.calls < 16
+
+    async def settle():
+        for _ in range(50):
+            if engine.stats()["live"] == 0 and engine.stats()["free_sequences"] == free0:
+                return
+            await asyncio.sleep(0.05)
+
+    asyncio.run(settle())
+    assert engine.stats()["live"] == 0 and engine.stats()["free_sequences"] == free0

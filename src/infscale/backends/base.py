@@ -9,12 +9,13 @@ strategy can stop early and cancel the rest.
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from ..types import Completion, GenRequest
 
-__all__ = ["Capabilities", "Generator", "OnFinish"]
+__all__ = ["Capabilities", "Generator", "OnFinish", "as_finished"]
 
 OnFinish = Callable[[int, Completion], None]
 
@@ -31,6 +32,33 @@ class Capabilities:
     chat_template: bool = True  # False: a base model prompted with plain text
 
 
+async def _first(coro):
+    return (await coro)[0]
+
+
+async def as_finished(futures: list[asyncio.Future], on_finish: OnFinish | None = None
+                      ) -> AsyncIterator[tuple[int, Completion]]:
+    """Yield ``(index, result)`` of ``futures`` as they finish (in index order among those
+    finishing together); ``on_finish`` sees each result before any of its batch is yielded.
+    Closing the iterator cancels the futures still pending."""
+    index = {f: i for i, f in enumerate(futures)}
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            ready = [(index[f], f.result()) for f in sorted(done, key=index.__getitem__)]
+            if on_finish is not None:
+                for i, c in ready:
+                    on_finish(i, c)
+            for item in ready:
+                yield item
+    finally:
+        for f in pending:
+            f.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
 class Generator:
     """Base class of generators. Subclasses implement :meth:`generate`."""
 
@@ -45,23 +73,10 @@ class Generator:
         """Yield ``(index, completion)`` as each request finishes; closing the iterator
         (``aclose``) cancels what is still outstanding. ``on_finish`` sees every completion as
         soon as it is known, even one the consumer stops before reading (so it can be charged)."""
-        tasks = [asyncio.ensure_future(self.generate([r])) for r in requests]
-        index = {t: i for i, t in enumerate(tasks)}
-        pending = set(tasks)
-        try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                ready = [(index[t], t.result()[0]) for t in sorted(done, key=index.__getitem__)]
-                if on_finish is not None:
-                    for i, c in ready:
-                        on_finish(i, c)
-                for i, c in ready:
-                    yield i, c
-        finally:
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        tasks = [asyncio.ensure_future(_first(self.generate([r]))) for r in requests]
+        async with aclosing(as_finished(tasks, on_finish)) as items:
+            async for item in items:
+                yield item
 
     async def aclose(self) -> None:
         """Release resources (connections, engine threads)."""

@@ -21,6 +21,7 @@ chunks of prompts waiting to be read, so all live trajectories advance together.
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 import concurrent.futures as cf
 import ctypes
 import itertools
@@ -39,7 +40,7 @@ import numpy as np
 from ..errors import BackendError, ConfigError, MissingExtraError
 from ..params import SamplingParams
 from ..types import Completion, GenRequest
-from .base import Capabilities, Generator, OnFinish
+from .base import Capabilities, Generator, OnFinish, as_finished
 from .sampling import log_softmax, sample_token
 
 __all__ = ["LlamaEngine", "SeqHandle"]
@@ -348,21 +349,9 @@ class LlamaEngine(Generator):
 
     async def stream(self, requests: list[GenRequest], on_finish: OnFinish | None = None
                      ) -> AsyncIterator[tuple[int, Completion]]:
-        futs = [asyncio.wrap_future(f) for f in self.submit(requests)]
-        index = {f: i for i, f in enumerate(futs)}
-        pending = set(futs)
-        try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                ready = [(index[f], f.result()) for f in sorted(done, key=index.__getitem__)]
-                if on_finish is not None:
-                    for i, c in ready:
-                        on_finish(i, c)
-                for i, c in ready:
-                    yield i, c
-        finally:
-            for f in pending:
-                f.cancel()
+        async with aclosing(as_finished([asyncio.wrap_future(f) for f in self.submit(requests)], on_finish)) as items:
+            async for item in items:
+                yield item
 
     def free(self, handle: SeqHandle) -> None:
         """Release a kept sequence (idempotent)."""
