@@ -64,7 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name", nargs="?")
 
     sub.add_parser("strategies", help="list strategies with their settings and default scorers")
+    for mod in _command_modules():
+        mod.register(sub)
     return p
+
+
+# Commands that live in their own module: infscale.cli.<name> with register(sub) and run(args).
+# register() adds a subparser and sets defaults(handler=run).
+_PLUGGABLE = ("eval", "report", "export", "data", "serve", "trace", "bench")
+
+
+def _command_modules():
+    import importlib  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+
+    mods = []
+    for name in _PLUGGABLE:
+        if importlib.util.find_spec(f"infscale.cli.{name}") is not None:
+            mods.append(importlib.import_module(f"infscale.cli.{name}"))
+    return mods
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             return _models(args)
         if args.command == "strategies":
             return _strategies()
+        if getattr(args, "handler", None) is not None:
+            return int(args.handler(args) or 0)
         build_parser().print_help(sys.stderr)
         return 2
     except ConfigError as e:
