@@ -10,7 +10,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXA
 
 STAMP := $(VENV)/.infscale-installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,14 @@ demo: $(STAMP)
 	$(BIN)/infscale ask "A shop sells pencils at 2 dollars each. Ben buys 7 pencils. How many dollars does he pay?" --strategy majority --n 8
 	$(BIN)/infscale ask "There are 20 birds on a tree. 6 fly away and then 3 more land. How many birds are on the tree?" --strategy majority --n 8
 
-test: $(STAMP)
+# Headless Chromium renders the HTML report in the report tests; installed where we can
+# (root with apt-get), otherwise those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "chromium not available: the HTML report rendering test will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

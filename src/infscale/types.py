@@ -170,6 +170,7 @@ class Result:
     n: int
     trace: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    info: dict[str, Any] = field(default_factory=dict)  # strategy diagnostics (e.g. log_z)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -181,4 +182,5 @@ class Result:
             "candidates": [c.to_dict() for c in self.candidates],
             "usage": self.usage.to_dict(),
             "stopped_early": self.stopped_early,
+            "info": dict(self.info),
         }

@@ -13,6 +13,7 @@ from contextlib import aclosing
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from ..errors import BackendError
 from ..types import Completion, GenRequest
 
 __all__ = ["Capabilities", "Generator", "OnFinish", "as_finished"]
@@ -30,6 +31,16 @@ class Capabilities:
     native_n: bool = False
     kv_fork: bool = False
     chat_template: bool = True  # False: a base model prompted with plain text
+    reports_stop: bool = True  # Completion.stop names the stop string that ended it (None: end of text)
+    reports_stop: bool = True  # Completion.stop tells a stop string apart from end of text
+
+
+def _settle(o) -> Completion:
+    if isinstance(o, BackendError):
+        return Completion(text="", finish_reason="error", error=str(o))
+    if isinstance(o, BaseException):
+        raise o
+    return o
 
 
 async def _first(coro):
@@ -77,6 +88,15 @@ class Generator:
         async with aclosing(as_finished(tasks, on_finish)) as items:
             async for item in items:
                 yield item
+
+    async def generate_settled(self, requests: list[GenRequest]) -> list[Completion]:
+        """Like :meth:`generate`, but a request that fails with a :class:`BackendError` comes
+        back as a completion with ``finish_reason="error"`` instead of failing the others."""
+        outs = await asyncio.gather(*(_first(self.generate([r])) for r in requests), return_exceptions=True)
+        return [_settle(o) for o in outs]
+
+    def free(self, handle) -> None:
+        """Release a continuation handle (generators with ``kv_fork``); a no-op otherwise."""
 
     async def aclose(self) -> None:
         """Release resources (connections, engine threads)."""

@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import BackendError, ConfigError, MissingExtraError
 from ..params import SamplingParams
 from ..types import Completion, GenRequest
-from .base import Capabilities, Generator, OnFinish, as_finished
+from .base import Capabilities, Generator, OnFinish, _settle, as_finished
 from .sampling import log_softmax, sample_token
 
 __all__ = ["LlamaEngine", "SeqHandle"]
@@ -166,7 +166,7 @@ class LlamaEngine(Generator):
         model_path: str | os.PathLike,
         *,
         n_ctx: int = 16384,
-        n_seq_max: int = 64,
+        n_seq_max: int = 128,
         n_batch: int = 1024,
         n_threads: int | None = None,
         chat_template: str | None = "auto",
@@ -347,6 +347,16 @@ class LlamaEngine(Generator):
                 f.cancel()
             raise
 
+    async def generate_settled(self, requests: list[GenRequest]) -> list[Completion]:
+        futs = [asyncio.wrap_future(f) for f in self.submit(requests)]
+        try:
+            outs = await asyncio.gather(*futs, return_exceptions=True)
+        except BaseException:
+            for f in futs:
+                f.cancel()
+            raise
+        return [_settle(o) for o in outs]
+
     async def stream(self, requests: list[GenRequest], on_finish: OnFinish | None = None
                      ) -> AsyncIterator[tuple[int, Completion]]:
         async with aclosing(as_finished([asyncio.wrap_future(f) for f in self.submit(requests)], on_finish)) as items:
@@ -416,6 +426,15 @@ class LlamaEngine(Generator):
         self._fail_all(BackendError("the engine was closed"), include_queue=True)
 
     def _runnable(self) -> bool:
+        if self._queue and not self._free_ids and not self._live and not self._jobs_reading:
+            # every sequence is held by a kept handle: nothing will ever free one by itself
+            stuck, self._queue = self._queue, deque()
+            exc = BackendError(f"all {self.n_seq_max} sequences are held by kept handles; free some "
+                               "(engine.free) or create the engine with a larger n_seq_max")
+            for job in stuck:
+                for s in job.samples:
+                    _set(s.future, exc=exc)
+            return False
         return bool(self._live or self._jobs_reading or (self._queue and self._free_ids))
 
     def _release(self, seq_id: int) -> None:

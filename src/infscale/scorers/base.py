@@ -27,7 +27,12 @@ def prob_to_logscore(p: float) -> float:
 
 
 class Scorer:
-    """Base class. ``kind`` is ``outcome`` (whole solutions) or ``process`` (latest step)."""
+    """Base class. ``kind`` is ``outcome`` (whole solutions) or ``process`` (latest step).
+
+    Outcome scorers implement :meth:`score`. Process scorers implement :meth:`score_steps`
+    (the log-score of each partial solution's latest step, given the text before it); their
+    :meth:`score` defaults to scoring a whole solution as one step.
+    """
 
     name: str = "scorer"
     kind: str = "outcome"
@@ -35,4 +40,10 @@ class Scorer:
 
     async def score(self, problem: Problem, texts: list[str], ctx: "Context") -> list[float]:
         """One log-score per text, in order."""
+        if self.kind == "process":
+            return await self.score_steps(problem, [""] * len(texts), texts, ctx)
         raise NotImplementedError
+
+    async def score_steps(self, problem: Problem, prefixes: list[str], steps: list[str], ctx: "Context") -> list[float]:
+        """Log-score of ``steps[i]`` as the next step after ``prefixes[i]`` (process scorers)."""
+        raise NotImplementedError(f"scorer {self.name!r} scores whole solutions only (kind: {self.kind})")

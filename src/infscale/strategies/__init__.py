@@ -5,10 +5,11 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Context, ParamSpec, Strategy
 from .sample import SAMPLE_STRATEGIES, SampleStrategy
+from .search import SEARCH_STRATEGIES, SearchStrategy
 
-__all__ = ["STRATEGIES", "get_strategy", "Strategy", "Context", "ParamSpec", "SampleStrategy"]
+__all__ = ["STRATEGIES", "get_strategy", "Strategy", "Context", "ParamSpec", "SampleStrategy", "SearchStrategy"]
 
-STRATEGIES: dict[str, Strategy] = dict(SAMPLE_STRATEGIES)
+STRATEGIES: dict[str, Strategy] = {**SAMPLE_STRATEGIES, **SEARCH_STRATEGIES}
 
 
 def get_strategy(name: str | Strategy) -> Strategy:

@@ -103,6 +103,15 @@ class Context:
             self._charge(c)
         return outs
 
+    async def generate_settled(self, requests: list[GenRequest], purpose: str = "strategy") -> list[Completion]:
+        """Like :meth:`generate`, but a failed request comes back with ``finish_reason="error"``
+        (and is charged as a call) instead of failing the batch."""
+        requests = self._admit(requests)
+        outs = await self.generator.generate_settled(requests)
+        for c in outs:
+            self._charge(c)
+        return outs
+
     async def stream(self, requests: list[GenRequest]) -> AsyncIterator[tuple[int, Completion]]:
         """Yield ``(index, completion)`` as they finish; stop (cancelling the rest) once the
         budget is spent."""

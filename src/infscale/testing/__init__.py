@@ -1,5 +1,5 @@
 """Test doubles that ship with infscale: fake generators, oracle scorers, a fake OpenAI server."""
 
-from .fakes import FakeGenerator, OracleScorer, answer_model
+from .fakes import FakeGenerator, FakePotential, FakeStepModel, OracleScorer, answer_model
 
-__all__ = ["FakeGenerator", "OracleScorer", "answer_model"]
+__all__ = ["FakeGenerator", "FakePotential", "FakeStepModel", "OracleScorer", "answer_model"]

@@ -20,16 +20,20 @@ from ..backends.base import Capabilities, Generator
 from ..scorers.base import Scorer, prob_to_logscore
 from ..types import Completion, GenRequest
 
-__all__ = ["FakeGenerator", "answer_model", "OracleScorer"]
+__all__ = ["FakeGenerator", "answer_model", "OracleScorer", "FakeStepModel", "FakePotential"]
 
 
 def answer_model(p_correct: float, correct: str = "42", wrong: Sequence[str] = ("7", "13", "99")) -> Callable:
     """A reply function: 'Answer: correct' with probability p_correct, else a uniform wrong one."""
 
     def reply(req: GenRequest, rng: np.random.Generator) -> str:
+        if req.prefix.startswith("some work\n"):  # a step-level continuation: the answer line
+            head = ""
+        else:
+            head = "some work\n"
         if rng.random() < p_correct:
-            return f"some work\nAnswer: {correct}"
-        return f"some work\nAnswer: {wrong[int(rng.integers(len(wrong)))]}"
+            return f"{head}Answer: {correct}"
+        return f"{head}Answer: {wrong[int(rng.integers(len(wrong)))]}"
 
     return reply
 
@@ -58,13 +62,18 @@ class FakeGenerator(Generator):
             return Completion(text=tok, finish_reason="length", prompt_tokens=10, generated_tokens=1,
                               logprobs=[max(top[0].values())], sampled_logprobs=[0.0], top_logprobs=top, seed=seed)
         text = self.reply(r, np.random.default_rng(seed))
+        stop = None
+        hits = [(text.find(x), x) for x in r.params.stop if x in text]
+        if hits:
+            cut, stop = min(hits)
+            text = text[:cut]
         words = text.split()[: r.params.max_tokens]
         finish = "length" if len(text.split()) > r.params.max_tokens else "stop"
         if finish == "length":
-            text = " ".join(words)
+            text, stop = " ".join(words), None
         n = max(1, len(words))
         return Completion(text=text, finish_reason=finish, prompt_tokens=10, generated_tokens=n,
-                          logprobs=[-0.5] * n, sampled_logprobs=[-0.5] * n, seed=seed)
+                          logprobs=[-0.5] * n, sampled_logprobs=[-0.5] * n, seed=seed, stop=stop)
 
     async def generate(self, requests: list[GenRequest]) -> list[Completion]:
         outs = []
@@ -81,9 +90,15 @@ class FakeGenerator(Generator):
 
 class OracleScorer(Scorer):
     """Scores with the problem's reference: log 1 if the extracted answer is right, else
-    ``log(false_positive_rate)`` — an imperfect verifier with a known error rate."""
+    ``log(false_positive_rate)`` — an imperfect verifier with a known error rate. As a process
+    scorer it judges a step only when the step states an answer (others score 0)."""
 
     name = "oracle"
+    process_capable = True
+
+    async def score_steps(self, problem, prefixes, steps, ctx):
+        outs = await self.score(problem, steps, ctx)
+        return [o if "answer" in s.lower() else 0.0 for o, s in zip(outs, steps)]
 
     def __init__(self, false_positive_rate: float = 0.0):
         self.fpr = false_positive_rate
@@ -94,3 +109,58 @@ class OracleScorer(Scorer):
             ok = ctx.task.is_correct(ctx.task.extract(t), problem.reference)
             out.append(0.0 if ok else prob_to_logscore(self.fpr))
         return out
+
+
+class FakeStepModel(FakeGenerator):
+    """A model whose distribution over step sequences is known exactly.
+
+    ``next_steps(steps) -> {step: probability}`` gives the next step's distribution after the
+    steps so far (read back from the request's ``prefix``, one step per line); a step starting
+    with ``"Answer:"`` ends the trajectory (end of text). :meth:`paths` enumerates every complete
+    path with its probability, so a sampler's output can be compared with the exact target.
+    """
+
+    def __init__(self, next_steps: Callable[[tuple[str, ...]], dict[str, float]], **kw):
+        super().__init__(self._reply, **kw)
+        self.next_steps = next_steps
+
+    @staticmethod
+    def steps_of(prefix: str) -> tuple[str, ...]:
+        return tuple(x for x in prefix.split("\n") if x.strip())
+
+    def _reply(self, req: GenRequest, rng: np.random.Generator) -> str:
+        steps = self.steps_of(req.prefix or "")
+        dist = self.next_steps(steps)
+        options = list(dist)
+        p = np.array([dist[o] for o in options], dtype=np.float64)
+        step = options[int(rng.choice(len(options), p=p / p.sum()))]
+        return step if step.startswith("Answer:") else step + "\n"
+
+    def paths(self, steps: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], float]]:
+        """Every complete path (ending with an Answer step) and its probability."""
+        out = []
+        for step, p in self.next_steps(steps).items():
+            if p <= 0:
+                continue
+            path = steps + (step,)
+            if step.startswith("Answer:"):
+                out.append((path, p))
+            else:
+                out.extend((q, p * pq) for q, pq in self.paths(path))
+        return out
+
+
+class FakePotential(Scorer):
+    """A process scorer with a known log-potential ``g(steps_before, step)``."""
+
+    name = "fake-potential"
+    kind = "process"
+    process_capable = True
+
+    def __init__(self, g: Callable[[tuple[str, ...], str], float]):
+        self.g = g
+        self.calls = 0
+
+    async def score_steps(self, problem, prefixes, steps, ctx):
+        self.calls += len(steps)
+        return [float(self.g(FakeStepModel.steps_of(p), s.strip())) for p, s in zip(prefixes, steps)]

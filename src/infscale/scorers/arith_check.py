@@ -1,0 +1,110 @@
+"""An exact, rule-based checker of arithmetic: every ``a op b = c`` in a solution is evaluated.
+
+It never sees the reference answer: it checks the solution's own computations (``+ - * / x ×
+÷`` and parentheses over integers and decimals, ``=`` followed by a number) and that a final
+``Answer: X`` line agrees with the last computed value. It is cheap, deterministic and right
+about arithmetic, and it is blind to a wrong plan — an imperfect verifier with a low false-negative
+rate on arithmetic slips and a real false-positive rate on reasoning errors.
+
+* As an **outcome** scorer (``score``): ``log((ok + 0.5) / (total + 1))`` over all checks of the
+  solution, so an all-correct solution with several computations scores near 0, an unchecked
+  one ``log 0.5``, and every wrong computation pulls the score down.
+* As a **process** scorer (``score_steps``): the latest step scores ``0`` (log 1) when all its
+  checks pass or it has none, and ``log(eps)`` per failed check (default eps = 0.05): a strong
+  penalty that still leaves the particle a chance (never ``-inf``).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+
+from .base import Scorer
+
+__all__ = ["ArithCheckScorer", "check_text", "evaluate"]
+
+_NUM = r"-?\d+(?:,\d{3})*(?:\.\d+)?"
+# an expression: numbers, operators, parentheses, spaces; then '=' and a number
+_EQ = re.compile(
+    r"(?P<lhs>[\(\s]*" + _NUM + r"\)?(?:\s*[-+*/x×÷]\s*[\(\s]*" + _NUM + r"\)?)+\s*\)?)\s*=\s*\$?(?P<rhs>" + _NUM + r")"
+)
+_ANSWER = re.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:：]\s*\$?(?P<x>" + _NUM + r")")
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def evaluate(expr: str) -> float | None:
+    """Value of an arithmetic expression, or None if it is not one (no names, no calls)."""
+    expr = expr.replace(",", "").replace("×", "*").replace("÷", "/")
+    expr = re.sub(r"(?<=[\d\)\s])x(?=[\s\d\(])", "*", expr)
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError:
+        return None
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            a, b = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Div) and b == 0:
+                raise ZeroDivisionError
+            return _OPS[type(node.op)](a, b)
+        raise ValueError("not arithmetic")
+
+    try:
+        return ev(tree)
+    except (ValueError, ZeroDivisionError, OverflowError, RecursionError):
+        return None
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6) or (abs(b) >= 0.005 and abs(round(a, 2) - b) < 1e-9)
+
+
+def check_text(text: str, last_value: float | None = None) -> tuple[int, int, float | None]:
+    """``(ok, total, last value)`` over the computations in ``text``. An ``Answer: X`` line is
+    one more check: X must equal the last computed value (when there is one)."""
+    ok = total = 0
+    for m in _EQ.finditer(text):
+        value = evaluate(m.group("lhs"))
+        if value is None:
+            continue
+        rhs = float(m.group("rhs").replace(",", ""))
+        total += 1
+        ok += _close(value, rhs)
+        last_value = rhs
+    for m in _ANSWER.finditer(text):
+        if last_value is not None:
+            total += 1
+            ok += _close(float(m.group("x").replace(",", "")), last_value)
+    return ok, total, last_value
+
+
+class ArithCheckScorer(Scorer):
+    name = "arith-check"
+    kind = "process"
+
+    def __init__(self, eps: float = 0.05):
+        self.log_eps = math.log(eps)
+
+    async def score(self, problem, texts, ctx):
+        out = []
+        for t in texts:
+            ok, total, _ = check_text(t)
+            out.append(math.log((ok + 0.5) / (total + 1)))
+        return out
+
+    async def score_steps(self, problem, prefixes, steps, ctx):
+        out = []
+        for prefix, step in zip(prefixes, steps):
+            _, _, last = check_text(prefix)
+            ok, total, _ = check_text(step, last)
+            out.append((total - ok) * self.log_eps)
+        return out
