@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 from ..errors import ConfigError
 from .base import Scorer, prob_to_logscore
+from .arith_check import ArithCheckScorer
 from .self_eval import SelfEvalScorer
 
 __all__ = ["Scorer", "SCORERS", "get_scorer", "prob_to_logscore"]
 
 SCORERS: dict[str, Callable[[], Scorer]] = {
     "self-eval": SelfEvalScorer,
+    "arith-check": ArithCheckScorer,
 }
 
 
