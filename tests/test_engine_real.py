@@ -157,3 +157,36 @@ def test_adaptive_stop_cancels_outstanding_samples_in_the_engine(engine):
 
     asyncio.run(settle())
     assert engine.stats()["live"] == 0 and engine.stats()["free_sequences"] == free0
+
+
+def test_particle_filter_forks_kv_and_reads_each_token_once(engine):
+    """8 particles, arithmetic step checker: every token is evaluated about once (no re-reading)."""
+    from infscale.tasks.prompts import build_request
+
+    problem = infscale.Problem(question="Tom has 3 boxes with 4 apples each. He eats 2 apples. How many are left?",
+                               id="pf")
+    params = SamplingParams(temperature=0.8, max_tokens=160)
+    req = build_request(problem, params, chat=True, seed=0)
+    prompt_len = len(engine.tokenize(engine.render(req.messages), add_bos=False))
+    before = engine.evaluated_tokens
+    r = asyncio.run(infscale.run(problem, engine, "particle-filter", n=8, scorer="arith-check", params=params,
+                                 options={"max_steps": 10}, trace=True))
+    evaluated = engine.evaluated_tokens - before
+    generated = r.usage.generated_tokens
+    steps = sum(1 for t in r.trace if t.get("event") == "step")
+    assert steps >= 2 and r.candidates
+    assert evaluated <= 1.05 * (prompt_len + generated), (evaluated, prompt_len, generated)
+    # every kept sequence was released: only free sequences remain (after the scheduler's turn)
+    asyncio.run(asyncio.sleep(0.1))
+    assert engine.stats()["live"] == 0
+    assert engine.stats()["free_sequences"] == engine.n_seq_max
+
+
+@pytest.mark.parametrize("strategy", ["beam-search", "dvts", "rebase", "best-first", "particle-gibbs"])
+def test_tree_searches_run_on_the_engine_and_release_sequences(engine, strategy):
+    params = SamplingParams(temperature=0.8, max_tokens=96)
+    r = infscale.ask("What is 7 + 5?", strategy, n=4, generator=engine, params=params, scorer="arith-check",
+                     max_steps=6)
+    assert r.candidates and r.usage.calls > 0
+    asyncio.run(asyncio.sleep(0.1))
+    assert engine.stats()["live"] == 0 and engine.stats()["free_sequences"] == engine.n_seq_max

@@ -286,3 +286,23 @@ def test_bad_search_parameters_name_themselves():
         run("particle-filter", 2, resampler="magic")
     with pytest.raises(ConfigError, match="unknown parameter 'widht'"):
         run("beam-search", 2, widht=3)
+
+
+def test_trace_file_round_trip_and_tree(tmp_path, capsys):
+    from infscale.cli.main import main
+    from infscale.cli.trace import read_trace, render_tree, write_trace
+
+    r = run("particle-filter", 4)
+    path = tmp_path / "t.jsonl"
+    write_trace(path, {"strategy": "particle-filter", "n": 4, "question": "q"}, r.trace,
+                {"answer": r.answer, "usage": r.usage.to_dict()})
+    records = read_trace(path)
+    assert records[0]["event"] == "run" and records[-1]["event"] == "result"
+    text = render_tree(records)
+    node_ids = {n["id"] for t in r.trace for n in t["nodes"]}
+    for nid in node_ids:  # every node appears once in the tree
+        assert text.count(f"#{nid} ") == 1
+    assert "resampled from" in text and f"answer: {r.answer}" in text
+    assert main(["trace", "show", str(path)]) == 0
+    assert "root #" in capsys.readouterr().out
+    assert main(["trace", "show", str(tmp_path / "missing.jsonl")]) == 2

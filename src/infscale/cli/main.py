@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-seconds", type=float, default=None, help="budget: wall seconds")
     a.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE", help="strategy setting")
     a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.add_argument("--trace", default=None, metavar="FILE.jsonl",
+                   help="write every search step (nodes, scores, weights, resampling) as JSON lines")
 
     m = sub.add_parser("models", help="list embedded models, or install one")
     m.add_argument("action", nargs="?", default="list", choices=["list", "install"])
@@ -138,6 +140,11 @@ def _ask(args) -> int:
         get_scorer(args.scorer)
     if not args.question.strip():
         raise ConfigError("question", "is empty", "a question text")
+    if args.trace is not None:
+        from pathlib import Path  # noqa: PLC0415
+
+        if not Path(args.trace).expanduser().resolve().parent.is_dir():
+            raise ConfigError("--trace", f"the folder of {args.trace} does not exist", "a path in an existing folder")
 
     t0 = time.monotonic()
     _progress(f"loading {args.model or 'smollm2-135m'} ...")
@@ -145,7 +152,15 @@ def _ask(args) -> int:
     _progress(f"running {strat.name} with n={args.n} ({time.monotonic() - t0:.1f}s to load)")
     problem = Problem(question=args.question, task=args.task, id="cli")
     result = asyncio.run(run(problem, gen, strat, n=args.n, scorer=args.scorer, params=params, budget=budget,
-                             seed=args.seed, options=options))
+                             seed=args.seed, options=options, trace=args.trace is not None))
+    if args.trace:
+        from .trace import write_trace  # noqa: PLC0415
+
+        d = result.to_dict()
+        write_trace(args.trace, {"strategy": strat.name, "n": args.n, "question": args.question, "seed": args.seed,
+                                 "options": options}, result.trace,
+                    {"answer": d["answer"], "distribution": d["distribution"], "usage": d["usage"]})
+        _progress(f"trace written to {args.trace} (show it with: infscale trace show {args.trace})")
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:

@@ -308,8 +308,14 @@ class SearchStrategy(Strategy):
             c.finished, c.reason, c.logw = True, "error", -math.inf
             self._release(ctx, c)
             return
-        step = out.text + (out.stop or "")
-        eos = out.finish_reason == "stop" and out.stop is None and ctx.generator.capabilities.reports_stop
+        stop = out.stop
+        reports = ctx.generator.capabilities.reports_stop
+        if stop is None and out.finish_reason == "stop" and not reports and not _ANSWER_LINE.search(out.text):
+            # the server does not say which stop ended the text: assume the step delimiter
+            # (only an answer line then ends a trajectory; max_steps bounds the rest)
+            stop = opts["delimiter"]
+        step = out.text + (stop or "")
+        eos = out.finish_reason == "stop" and stop is None
         if not step.strip() and not eos and out.finish_reason != "length" and c.tokens < ctx.params.max_tokens:
             c.text += step
             c.empty_merges += 1
@@ -417,15 +423,18 @@ class SearchStrategy(Strategy):
             idx.append(ref_idx)
         info["ancestors"] = [pop[i].id for i in idx]
         counts = np.bincount(idx, minlength=n)
-        new = []
+        new, copies = [], []
         for i, p in enumerate(pop):
             for j in range(counts[i]):
                 q = p if j == 0 else self._copy(st, p, group=p.group if p.group != -1 else 0)
+                if q is not p:
+                    copies.append([q.id, p.id])
                 q.logw = 0.0
                 new.append(q)
             if counts[i] == 0:
                 self._release(ctx, p)
         st.frontier = new
+        info["copies"] = copies  # [copy id, original id]: resampled duplicates
 
     def _copy(self, st: SearchState, p: Node, group: int) -> Node:
         q = Node(id=st.next_id, parent=p.parent, text=p.text, steps=list(p.steps), scores=list(p.scores),
