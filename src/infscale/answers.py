@@ -18,6 +18,7 @@ abandoned (the comparison then counts as "not equal") when it runs past a deadli
 from __future__ import annotations
 
 import math
+import logging
 import re
 import threading
 import types
@@ -234,6 +235,10 @@ def _run_with_deadline(fn: Callable[[], bool], seconds: float) -> bool:
 def _math_verify_equal(a: str, b: str) -> bool:
     """Symmetric math-verify comparison of two LaTeX answers, with signal timeouts disabled."""
     from math_verify import parse, verify  # imported lazily: pulls in sympy (about 0.7 s)
+
+    # we disable math-verify's signal timeouts on purpose (our own deadline bounds it), so its
+    # warning that they are disabled would only be noise on every call
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
 
     pa = parse(f"${a}$", parsing_timeout=None)
     pb = parse(f"${b}$", parsing_timeout=None)
