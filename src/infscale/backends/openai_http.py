@@ -12,6 +12,10 @@ few one-token requests and trusts what it found from then on:
 * prefill: is ``continue_final_message`` honoured? (The prompt of a request that continues a
   final assistant message must be shorter than the prompt of the same conversation with that
   message closed and a new assistant turn opened.)
+* stop reporting: does a choice say which stop string ended it? vLLM returns ``stop_reason``
+  (SGLang ``matched_stop``); llama-cpp-python's server returns neither, so there a
+  ``finish_reason`` of ``stop`` cannot tell a stop string from the end of the text
+  (``capabilities.reports_stop``; ``Completion.stop`` is filled whenever the server says).
 
 Whatever the server ignores is reported in one warning on the ``infscale`` logger, saying what
 infscale does instead.
@@ -30,6 +34,7 @@ import email.utils
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -39,7 +44,7 @@ from ..params import SamplingParams
 from ..types import Completion, GenRequest
 from .base import Capabilities, Generator
 
-__all__ = ["OpenAIGenerator", "normalise_base_url", "RETRYABLE_STATUSES"]
+__all__ = ["OpenAIGenerator", "normalise_base_url", "request_json", "backoff_delay", "RETRYABLE_STATUSES"]
 
 logger = logging.getLogger("infscale")
 
@@ -54,6 +59,9 @@ _MODES = ("auto", "full", "basic")
 _PROBE_MESSAGES = [{"role": "user", "content": "Count from 1 to 20, separated by spaces."}]
 _PROBE_PROMPT = "Counting from 1 to 20: 1 2 3"
 _PROBE_PREFIX = "1 2 3"
+_PROBE_STOPS = (" 4", "\n")
+#: Choice fields naming the stop that ended a completion: vLLM's, then SGLang's.
+_STOP_REASON_KEYS = ("stop_reason", "matched_stop")
 
 _FINISH_STOP = {"stop", "eos", "eos_token", "stop_sequence", "end_turn", "tool_calls", "function_call"}
 _FINISH_LENGTH = {"length", "max_tokens", "model_length", "max_length"}
@@ -119,6 +127,65 @@ def _error_message(resp: httpx.Response) -> str:
     return str(data)[:500]
 
 
+def backoff_delay(attempt: int, retry_after: float | None, base: float, cap: float) -> float:
+    """Seconds before retry number ``attempt + 1``: ``base * 2**attempt``, or the server's
+    Retry-After when it sent one; never more than ``cap``."""
+    if retry_after is not None:
+        return min(cap, retry_after)
+    return min(cap, base * (2**attempt))
+
+
+async def request_json(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    max_retries: int,
+    retry_delay: Callable[[int, float | None], float],
+) -> Any:
+    """Send one JSON request and return the decoded JSON body, retrying only retryable faults.
+
+    Connection errors, timeouts and :data:`RETRYABLE_STATUSES` are retried up to ``max_retries``
+    times, waiting ``retry_delay(attempt, retry_after_seconds_or_None)`` between attempts; they
+    raise a retryable :class:`BackendError` once the retries are spent. Other statuses, a body
+    that is not JSON and malformed URLs raise a fatal one carrying the server's own message.
+    Shared by every HTTP client in infscale (generators and scorers).
+    """
+    attempt = 0
+    while True:
+        status: int | None = None
+        retry_after: float | None = None
+        try:
+            resp = await client.request(method, url, json=body)
+        except _RETRYABLE_EXCEPTIONS as e:
+            problem = f"{type(e).__name__} from {url}: {str(e) or 'no detail'}"
+        except httpx.HTTPError as e:  # a bad URL, an unsupported protocol, a broken body
+            raise BackendError(f"{type(e).__name__} from {url}: {e}", retryable=False) from e
+        else:
+            status = resp.status_code
+            if 200 <= status < 300:
+                try:
+                    return resp.json()
+                except ValueError:
+                    raise BackendError(
+                        f"{status} from {url}: the response is not JSON: {resp.text[:200]!r}",
+                        retryable=False, status=status,
+                    ) from None
+            message = _error_message(resp)
+            if status not in RETRYABLE_STATUSES:
+                raise BackendError(f"{status} from {url}: {message}", retryable=False, status=status)
+            problem = f"{status} from {url}: {message}"
+            retry_after = _parse_retry_after(resp.headers.get("retry-after"))
+        if attempt >= max_retries:
+            raise BackendError(
+                f"{problem} (gave up after {attempt + 1} attempt{'s' if attempt else ''})",
+                retryable=True, status=status,
+            )
+        await asyncio.sleep(retry_delay(attempt, retry_after))
+        attempt += 1
+
+
 def _map_finish_reason(reason: Any) -> tuple[str, str | None]:
     """OpenAI/vendor finish reasons to ``stop``/``length``/``cancelled``/``error`` (+ an error note)."""
     if reason is None:
@@ -135,6 +202,14 @@ def _map_finish_reason(reason: Any) -> tuple[str, str | None]:
     if r == "error":
         return "error", "the server reported an error finishing the completion"
     return "stop", None
+
+
+def _stop_reason(choice: dict) -> Any:
+    """The stop a choice reports (a stop string, a token id, or None), from any known field."""
+    for key in _STOP_REASON_KEYS:
+        if choice.get(key) is not None:
+            return choice[key]
+    return None
 
 
 def _as_float(x: Any) -> float | None:
@@ -200,8 +275,9 @@ class OpenAIGenerator(Generator):
     ``max_concurrency``: requests in flight at once.
     ``mode``: ``"auto"`` probes the server on first use; ``"full"`` skips the probe and trusts
     the server to honour everything (n, max_completion_tokens, logprobs, continue_final_message,
-    as vLLM and SGLang do); ``"basic"`` skips the probe and assumes the least (max_tokens, no
-    native n, no chat prefill; logprobs are still asked for and used when returned).
+    stop_reason, as vLLM does); ``"basic"`` skips the probe and assumes the least (max_tokens, no
+    native n, no chat prefill, no stop reporting; logprobs are still asked for and used when
+    returned).
     """
 
     name = "openai"
@@ -238,7 +314,7 @@ class OpenAIGenerator(Generator):
         self.mode = mode
         self.backoff_base = float(backoff_base)
         self.backoff_cap = float(backoff_cap)
-        self.capabilities = Capabilities(kv_fork=False)
+        self.capabilities = Capabilities(kv_fork=False, reports_stop=False)  # known after the probe
         self.probe: dict[str, Any] = {}
         self._max_tokens_key = "max_tokens"
         self._ready = False
@@ -393,7 +469,7 @@ class OpenAIGenerator(Generator):
                 )
         if not isinstance(prompt_tokens, int):
             prompt_tokens = 0
-        stop = choice.get("stop_reason")
+        stop = _stop_reason(choice)
         stop = stop if isinstance(stop, str) and stop in req.params.stop else None
         return Completion(
             text=text,
@@ -426,44 +502,11 @@ class OpenAIGenerator(Generator):
     def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry number ``attempt + 1``: exponential from ``backoff_base``, or the
         server's Retry-After; never more than ``backoff_cap``."""
-        if retry_after is not None:
-            return min(self.backoff_cap, retry_after)
-        return min(self.backoff_cap, self.backoff_base * (2**attempt))
+        return backoff_delay(attempt, retry_after, self.backoff_base, self.backoff_cap)
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        url = self.base_url + path
-        attempt = 0
-        while True:
-            status: int | None = None
-            retry_after: float | None = None
-            try:
-                resp = await self._http().request(method, url, json=body)
-            except _RETRYABLE_EXCEPTIONS as e:
-                problem = f"{type(e).__name__} from {url}: {str(e) or 'no detail'}"
-            except httpx.HTTPError as e:  # a bad URL, an unsupported protocol, a broken body
-                raise BackendError(f"{type(e).__name__} from {url}: {e}", retryable=False) from e
-            else:
-                status = resp.status_code
-                if 200 <= status < 300:
-                    try:
-                        return resp.json()
-                    except ValueError:
-                        raise BackendError(
-                            f"{status} from {url}: the response is not JSON: {resp.text[:200]!r}",
-                            retryable=False, status=status,
-                        ) from None
-                message = _error_message(resp)
-                if status not in RETRYABLE_STATUSES:
-                    raise BackendError(f"{status} from {url}: {message}", retryable=False, status=status)
-                problem = f"{status} from {url}: {message}"
-                retry_after = _parse_retry_after(resp.headers.get("retry-after"))
-            if attempt >= self.max_retries:
-                raise BackendError(
-                    f"{problem} (gave up after {attempt + 1} attempt{'s' if attempt else ''})",
-                    retryable=True, status=status,
-                )
-            await asyncio.sleep(self._retry_delay(attempt, retry_after))
-            attempt += 1
+        return await request_json(self._http(), method, self.base_url + path, body,
+                                  max_retries=self.max_retries, retry_delay=self._retry_delay)
 
     async def _first_model(self) -> str:
         data = await self._request("GET", "/models")
@@ -480,12 +523,14 @@ class OpenAIGenerator(Generator):
         full = mode == "full"
         self.capabilities = Capabilities(
             logprobs=True, top_logprobs=True, prefill=full, native_n=full, kv_fork=False, chat_template=True,
+            reports_stop=full,
         )
         self._max_tokens_key = "max_completion_tokens" if full else "max_tokens"
         self.probe = {
             "mode": mode, "probed": False, "endpoint": "chat", "chat": True, "n": full,
             "max_completion_tokens": full, "max_tokens_param": self._max_tokens_key,
             "logprobs": True, "top_logprobs": True, "continue_final_message": full,
+            "stop_reason": full,
         }
 
     async def _try(
@@ -573,6 +618,15 @@ class OpenAIGenerator(Generator):
             probe["prefill_prompt_tokens"] = {"continued": pt_cont, "closed": pt_closed}
             prefill = isinstance(pt_cont, int) and isinstance(pt_closed, int) and pt_cont < pt_closed
         probe["continue_final_message"] = prefill
+
+        # stop_reason: does a choice name the stop string that ended it? (" 4" ends the count
+        # within a few tokens; the key alone counts, as vLLM sends it as null at end of text.)
+        data = await self._try(path, {**base, "max_tokens": 8, "stop": list(_PROBE_STOPS)}, errors, "stop_reason")
+        choice = data["choices"][0] if data else {}
+        probe["stop_reason_result"] = _stop_reason(choice) if isinstance(choice, dict) else None
+        probe["stop_reason"] = isinstance(choice, dict) and (
+            any(k in choice for k in _STOP_REASON_KEYS) or probe["stop_reason_result"] in _PROBE_STOPS
+        )
         probe["errors"] = errors
 
         self.capabilities = Capabilities(
@@ -582,6 +636,7 @@ class OpenAIGenerator(Generator):
             native_n=probe["n"],
             kv_fork=False,
             chat_template=endpoint == "chat",
+            reports_stop=probe["stop_reason"],
         )
         self.probe = probe
 
@@ -601,8 +656,14 @@ class OpenAIGenerator(Generator):
                 "ignores continue_final_message: chat requests with a prefix raise ConfigError "
                 "(prompt requests still take a prefix)"
             )
+        if not probe["stop_reason"]:
+            notes.append(
+                "returns no stop_reason: a completion ended by a stop string cannot be told from one "
+                "that reached the end of the text (capabilities.reports_stop is False)"
+            )
         if notes:
             logger.warning("OpenAI server at %s (model %s) %s", self.base_url, self.model, "; ".join(notes))
         else:
-            logger.info("OpenAI server at %s (model %s) honours n, max_completion_tokens, logprobs and prefill",
+            logger.info("OpenAI server at %s (model %s) honours n, max_completion_tokens, logprobs, prefill "
+                        "and reports stop strings",
                         self.base_url, self.model)

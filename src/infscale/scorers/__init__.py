@@ -11,9 +11,18 @@ from .self_eval import SelfEvalScorer
 
 __all__ = ["Scorer", "SCORERS", "get_scorer", "prob_to_logscore"]
 
+
+def _prm_http() -> Scorer:
+    """``prm-http`` from INFSCALE_PRM_URL / INFSCALE_PRM_MODEL (httpx is imported only here)."""
+    from .reward_http import PRMHttpScorer  # noqa: PLC0415
+
+    return PRMHttpScorer.from_env()
+
+
 SCORERS: dict[str, Callable[[], Scorer]] = {
     "self-eval": SelfEvalScorer,
     "arith-check": ArithCheckScorer,
+    "prm-http": _prm_http,
 }
 
 

@@ -90,6 +90,7 @@ def check_text(text: str, last_value: float | None = None) -> tuple[int, int, fl
 class ArithCheckScorer(Scorer):
     name = "arith-check"
     kind = "process"
+    process_capable = True
 
     def __init__(self, eps: float = 0.05):
         self.log_eps = math.log(eps)

@@ -31,11 +31,13 @@ class Scorer:
 
     Outcome scorers implement :meth:`score`. Process scorers implement :meth:`score_steps`
     (the log-score of each partial solution's latest step, given the text before it); their
-    :meth:`score` defaults to scoring a whole solution as one step.
+    :meth:`score` defaults to scoring a whole solution as one step. ``process_capable`` is True
+    on every scorer that implements :meth:`score_steps`, whatever its ``kind``.
     """
 
     name: str = "scorer"
     kind: str = "outcome"
+    process_capable: bool = False
     needs_model: bool = False
 
     async def score(self, problem: Problem, texts: list[str], ctx: "Context") -> list[float]:

@@ -1,13 +1,20 @@
-"""LLM self-evaluation: the generator judges its own answers, scored from logprobs.
+"""LLM self-evaluation: the generator judges its own answers and steps, scored from logprobs.
 
-For each candidate the model sees the problem and the proposed solution and is asked "Is this
-answer correct? Answer Yes or No." One token is generated greedily with its top logprobs; the
-score is ``log P(Yes) / (P(Yes) + P(No))`` with the probabilities summed over the tokens that
-read "yes" / "no" (any case, surrounding space). When neither appears among the top
-alternatives the score is ``log 0.5`` (no information). This is the P(True) self-evaluation of
-Kadavath et al. (2022, "Language Models (Mostly) Know What They Know"); it needs no extra
-model, costs one call and one generated token per candidate, and each call is charged to the
-request's usage.
+* **Outcome** (:meth:`SelfEvalScorer.score`): the model sees the problem and the proposed
+  solution and is asked "Is this answer correct? Answer Yes or No." — the P(True)
+  self-evaluation of Kadavath et al. (2022, "Language Models (Mostly) Know What They Know").
+* **Process** (:meth:`SelfEvalScorer.score_steps`): the model sees the problem, the solution so
+  far and the new step and is asked "Is the last step correct? Answer Yes or No." — the
+  step-level self-evaluation that guides the beam search of Xie et al. (2023,
+  "Self-Evaluation Guided Beam Search for Reasoning").
+
+Either way one token is generated greedily with its top logprobs and the score is
+``log P(Yes) / (P(Yes) + P(No))``, the probabilities summed over the tokens that read "yes" /
+"no" (any case, surrounding space); when neither appears among the top alternatives the score is
+``log 0.5`` (no information). It needs no extra model and costs one call and one generated token
+(plus the prompt) per candidate or step, each charged to the request's usage and budget through
+``ctx.generate``. The scorer serves both roles: ``kind`` is ``outcome`` and ``process_capable``
+is True.
 """
 
 from __future__ import annotations
@@ -22,19 +29,32 @@ from .base import Scorer, prob_to_logscore
 __all__ = ["SelfEvalScorer"]
 
 QUESTION = "Is this answer correct? Answer Yes or No."
+STEP_QUESTION = "Is the last step correct? Answer Yes or No."
 
 
 class SelfEvalScorer(Scorer):
     name = "self-eval"
     kind = "outcome"
+    process_capable = True
     needs_model = True
 
     def __init__(self, top_logprobs: int = 20):
         self.top_logprobs = top_logprobs
 
+    def _params(self) -> SamplingParams:
+        return SamplingParams(temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
+
+    @staticmethod
+    def _question(problem: Problem) -> str:
+        if problem.question is not None:
+            return _question_text(problem)
+        if problem.messages is None and problem.prompt is not None:
+            return problem.prompt
+        return (problem.messages or [{}])[-1].get("content", "")
+
     def _request(self, problem: Problem, text: str, chat: bool) -> GenRequest:
-        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
-        q = _question_text(problem) if problem.question is not None else (problem.messages or [{}])[-1].get("content", "")
+        params = self._params()
+        q = self._question(problem)
         if chat:
             msgs = [
                 {"role": "user", "content": q},
@@ -61,7 +81,27 @@ class SelfEvalScorer(Scorer):
             return 0.5
         return yes / (yes + no)
 
+    def _step_request(self, problem: Problem, prefix: str, step: str, chat: bool) -> GenRequest:
+        """The question about one step: the problem, the steps before it, the step itself."""
+        q = self._question(problem)
+        before = prefix.strip("\n") if prefix.strip() else "(none)"
+        last = step.strip("\n")
+        body = f"Question: {q}\nPrevious steps:\n{before}\nLast step:\n{last}\n{STEP_QUESTION}"
+        if chat:
+            return GenRequest(params=self._params(), messages=[{"role": "user", "content": body}], key="self-eval-step")
+        return GenRequest(params=self._params(), prompt=body + "\nReply:", key="self-eval-step")
+
+    def _logscores(self, outs) -> list[float]:
+        return [prob_to_logscore(self.p_yes(c.top_logprobs[0] if c.top_logprobs else None)) for c in outs]
+
     async def score(self, problem, texts, ctx):
         reqs = [self._request(problem, t, ctx.chat) for t in texts]
-        outs = await ctx.generate(reqs, purpose="scorer")
-        return [prob_to_logscore(self.p_yes(c.top_logprobs[0] if c.top_logprobs else None)) for c in outs]
+        return self._logscores(await ctx.generate(reqs, purpose="scorer"))
+
+    async def score_steps(self, problem, prefixes, steps, ctx):
+        """``log P(Yes)/(P(Yes)+P(No))`` for "is ``steps[i]`` a correct next step after
+        ``prefixes[i]``?"; one greedy one-token call per step, charged through ``ctx``."""
+        if len(prefixes) != len(steps):
+            raise ValueError(f"score_steps needs one prefix per step, got {len(prefixes)} and {len(steps)}")
+        reqs = [self._step_request(problem, p, s, ctx.chat) for p, s in zip(prefixes, steps)]
+        return self._logscores(await ctx.generate(reqs, purpose="scorer"))

@@ -19,7 +19,23 @@ Quirks of real servers can be switched on: ``ignore_n`` (always one choice),
 returns logprobs), ``usage=False`` (no usage block), ``fail_times``/``fail_status``/
 ``retry_after`` (the first k generation requests fail), ``status_for_bad`` (status for invalid
 bodies), ``delay`` (seconds before answering, or a callable of the body) and ``reject`` (a
-callable ``(path, body) -> (status, message) | None`` for scripted refusals).
+callable ``(path, body) -> (status, message) | None`` for scripted refusals). Like vLLM, each
+choice carries ``stop_reason`` (the stop string that ended it, else null); ``stop_reason=False``
+leaves the field out, as llama-cpp-python's server does.
+
+Reward models, as vLLM serves them (``prm`` set: a callable from an input text to the
+good-probability of each of its steps; see :mod:`infscale.scorers.reward_http`):
+
+* ``POST /pooling`` ``{"model", "input": str | [str], "task"?}`` returns one
+  ``{"index", "object": "pooling", "data": [[1 - p, p] per step]}`` per input (STEP pooling of a
+  two-label PRM such as Qwen2.5-Math-PRM);
+* ``POST /classify`` ``{"model", "input"}`` returns ``{"index", "label", "probs": [1 - p, p],
+  "num_classes": 2}`` with ``p`` the last step's probability;
+* ``POST /score`` (and ``/v1/score``) ``{"model", "text_1", "text_2"}`` returns
+  ``{"index", "object": "score", "score": p}`` for the input ``text_1 + "\n\n" + text_2``.
+
+``prm_malformed`` (a callable ``(path, body) -> response | None``) replaces a reward response
+with a scripted (broken) one. Without ``prm`` these routes answer 400 "does not support".
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ from dataclasses import dataclass, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-__all__ = ["Behaviour", "FakeOpenAIServer", "fake_tokens", "default_reply"]
+__all__ = ["Behaviour", "FakeOpenAIServer", "fake_tokens", "default_reply", "REWARD_PATHS"]
 
 _TOKEN_RE = re.compile(r"\s*\S+")
 
@@ -63,6 +79,13 @@ class Behaviour:
     reject: Callable[[str, dict], tuple[int, str] | None] | None = None
     max_temperature: float = 2.0
     token_logprob: float = -0.1
+    stop_reason: bool = True
+    prm: Callable[[str], list[float]] | None = None
+    prm_malformed: Callable[[str, Any], Any] | None = None
+
+
+#: The reward-model routes, as vLLM serves them (outside /v1, except the legacy /v1/score).
+REWARD_PATHS = ("/pooling", "/classify", "/score", "/v1/score")
 
 
 class _BadRequest(Exception):
@@ -188,15 +211,16 @@ class FakeOpenAIServer:
             parts.append("<|assistant|>")
         return len(fake_tokens(" ".join(parts)))
 
-    def _choice_tokens(self, text: str, body: dict, chat: bool) -> tuple[list[str], str]:
+    def _choice_tokens(self, text: str, body: dict, chat: bool) -> tuple[list[str], str, str | None]:
         b = self.behaviour
         stops = body.get("stop") or []
         if isinstance(stops, str):
             stops = [stops]
         finish = "stop"
-        cut = min((text.find(s) for s in stops if s and s in text), default=-1)
-        if cut >= 0:
-            text = text[:cut]
+        hits = [(text.find(s), i, s) for i, s in enumerate(stops) if s and s in text]
+        matched = min(hits)[2] if hits else None
+        if matched is not None:
+            text = text[: text.find(matched)]
         tokens = fake_tokens(text)
         if chat and not b.ignore_max_completion_tokens and body.get("max_completion_tokens") is not None:
             limit = body["max_completion_tokens"]
@@ -205,7 +229,8 @@ class FakeOpenAIServer:
         if limit is not None and len(tokens) > limit:
             tokens = tokens[:limit]
             finish = "length"
-        return tokens, finish
+            matched = None
+        return tokens, finish, matched
 
     def _logprobs_chat(self, tokens: list[str], k: int) -> dict:
         lp = self.behaviour.token_logprob
@@ -244,10 +269,12 @@ class FakeOpenAIServer:
             prompt_tokens = len(fake_tokens(source))
         choices, generated = [], 0
         for i in range(n):
-            tokens, finish = self._choice_tokens(b.reply(source, body, i), body, chat)
+            tokens, finish, matched = self._choice_tokens(b.reply(source, body, i), body, chat)
             text = "".join(tokens)
             generated += len(tokens)
             choice: dict[str, Any] = {"index": i, "finish_reason": finish, "logprobs": None}
+            if b.stop_reason:
+                choice["stop_reason"] = matched
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
                 if b.logprobs and body.get("logprobs"):
@@ -271,6 +298,58 @@ class FakeOpenAIServer:
                 "total_tokens": prompt_tokens + generated,
             }
         return resp
+
+    def _step_probs(self, text: str) -> list[float]:
+        probs = [float(p) for p in self.behaviour.prm(text)]  # type: ignore[misc]
+        if not probs:
+            raise _BadRequest("the input has no step (no step separator token)")
+        return probs
+
+    def answer_reward(self, path: str, body: dict) -> dict:
+        """The response body for a valid reward-model request (vLLM's shapes)."""
+        if path in ("/score", "/v1/score"):
+            p = self._step_probs(f"{body['text_1']}\n\n{body['text_2']}")[-1]
+            data: list[dict[str, Any]] = [{"index": 0, "object": "score", "score": p}]
+            kind = "score"
+        else:
+            inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            data = []
+            for i, text in enumerate(inputs):
+                probs = self._step_probs(text)
+                if path == "/pooling":
+                    data.append({"index": i, "object": "pooling", "data": [[1.0 - p, p] for p in probs]})
+                else:
+                    data.append({"index": i, "label": "LABEL_1" if probs[-1] >= 0.5 else "LABEL_0",
+                                 "probs": [1.0 - probs[-1], probs[-1]], "num_classes": 2})
+            kind = "pool" if path == "/pooling" else "classify"
+        texts = [body.get("text_1", ""), body.get("text_2", "")] if kind == "score" else (
+            body["input"] if isinstance(body["input"], list) else [body["input"]])
+        tokens = sum(len(fake_tokens(t)) for t in texts)
+        return {
+            "id": f"{kind}-{int(time.time() * 1000)}", "object": "list", "created": int(time.time()),
+            "model": body["model"], "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+        }
+
+    def validate_reward(self, path: str, body: Any) -> None:
+        """Raise _BadRequest for an invalid reward-model body."""
+        if not isinstance(body, dict):
+            raise _BadRequest("the request body must be a JSON object")
+        if not isinstance(body.get("model"), str):
+            raise _BadRequest("'model' is a required string")
+        if self.behaviour.prm is None:
+            api = {"/pooling": "Pooling", "/classify": "Classification"}.get(path, "Score")
+            raise _BadRequest(f"The model does not support {api} API")
+        if path in ("/score", "/v1/score"):
+            if not isinstance(body.get("text_1"), str) or not isinstance(body.get("text_2"), str):
+                raise _BadRequest("'text_1' and 'text_2' must be strings")
+            return
+        inp = body.get("input")
+        if not (isinstance(inp, str) or (isinstance(inp, list) and inp and all(isinstance(x, str) for x in inp))):
+            raise _BadRequest("'input' must be a string or a non-empty list of strings")
+        task = body.get("task")
+        if task is not None and task not in ("token_classify", "classify", "embed", "token_embed", "plugin"):
+            raise _BadRequest(f"unknown pooling task {task!r}")
 
     def validate(self, path: str, body: Any) -> None:
         """Raise _BadRequest with an OpenAI-like message for an invalid body."""
@@ -380,7 +459,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = raw.decode("utf-8", "replace")
         fake._record("POST", path, body, dict(self.headers.items()))
-        if path not in ("/v1/chat/completions", "/v1/completions"):
+        reward = path in REWARD_PATHS
+        if path not in ("/v1/chat/completions", "/v1/completions") and not reward:
             self._error(404, f"no route for POST {path}", "not_found_error")
             return
         delay = b.delay(body) if callable(b.delay) and isinstance(body, dict) else b.delay
@@ -391,7 +471,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(b.fail_status, f"scripted failure ({b.fail_status})", "server_error", headers)
             return
         try:
-            fake.validate(path, body)
+            fake.validate_reward(path, body) if reward else fake.validate(path, body)
         except _BadRequest as e:
             self._error(b.status_for_bad, str(e))
             return
@@ -403,4 +483,15 @@ class _Handler(BaseHTTPRequestHandler):
             if refusal is not None:
                 self._error(refusal[0], refusal[1])
                 return
-        self._send(200, fake.answer(path, body))
+        if not reward:
+            self._send(200, fake.answer(path, body))
+            return
+        if b.prm_malformed is not None:
+            broken = b.prm_malformed(path, body)
+            if broken is not None:
+                self._send(200, broken)
+                return
+        try:
+            self._send(200, fake.answer_reward(path, body))
+        except _BadRequest as e:
+            self._error(b.status_for_bad, str(e))

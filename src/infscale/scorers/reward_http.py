@@ -1,0 +1,324 @@
+"""Reward models served over HTTP: process reward models (PRMs) and outcome reward models.
+
+:class:`PRMHttpScorer` asks a server that hosts a reward model — vLLM with ``--runner pooling``,
+or anything that speaks the same API — how good the latest step of a partial solution is. The
+score is the natural log of the model's probability that the step is good (through
+:func:`~infscale.scorers.base.prob_to_logscore`); multiplying such step scores along a path
+(summing the logs) or taking the minimum or the last one is the search core's business, not
+the scorer's.
+
+Three APIs (``api=``), with the request and response shapes of vLLM's pooling-model server
+(docs: https://docs.vllm.ai/en/latest/models/pooling_models/ — "Pooling API" and
+https://docs.vllm.ai/en/latest/models/pooling_models/reward/ — "Reward Usages"; protocol
+models in vLLM's ``vllm/entrypoints/pooling/{pooling,classify,score}/protocol.py``):
+
+``pooling`` — step-level PRMs such as Qwen2.5-Math-PRM-7B (Zhang et al. 2025), served as a
+    ``token_classify`` pooling model (``Qwen2ForProcessRewardModel``, STEP pooling over the step
+    token ``<extra_0>``). Request: ``POST {root}/pooling`` with ``{"model", "input": text,
+    "task": "token_classify"}``. Response: ``{"data": [{"index": 0, "object": "pooling",
+    "data": [[p_bad, p_good], ...]}]}``, one row per step token (or, without STEP pooling, per
+    input token — the input ends with a step token, so the last row is that token either way).
+    The input is the raw text ``question + "\\n\\n" + step_1 + TOKEN + step_2 + TOKEN + ...``
+    (no chat template), where the steps come from splitting the solution so far at
+    ``step_separator`` (default ``"\\n"``, infscale's step delimiter) and TOKEN is
+    ``step_token`` (default ``"<extra_0>"``, Qwen2.5-Math-PRM's separator; math-shepherd-style
+    PRMs use their own tag and ``good_index=0``). The score of the latest step is
+    ``log p_good`` of the LAST row, ``p_good = row[good_index]`` (default 1, the positive label
+    of Qwen2.5-Math-PRM). ``pooling_task=None`` leaves ``task`` out (vLLM before the
+    ``token_classify`` task existed).
+``classify`` — sequence classifiers used as (outcome or prefix) reward models. Request:
+    ``POST {root}/classify`` with ``{"model", "input": text}``; response ``{"data": [{"index",
+    "label", "probs": [...], "num_classes"}]}``; the score is ``log probs[good_index]`` (or of
+    the only probability of a one-label model). The input is ``question + "\\n\\n" + steps``
+    joined by ``step_separator``.
+``reward`` — the Score API (``/v1/score`` style; vLLM serves it at ``/score``): reward models
+    and cross-encoders with one output, for which vLLM applies a sigmoid. Request: ``POST
+    {root}/score`` with ``{"model", "text_1": question, "text_2": solution so far}``; response
+    ``{"data": [{"index", "object": "score", "score": p}]}``; the score is ``log p``.
+
+Every probability must be a finite number in [0, 1]; anything else (raw logits, a missing
+field) is a fatal :class:`~infscale.errors.BackendError` naming the URL and what was wrong.
+Retries use the HTTP generator's helper (:func:`infscale.backends.openai_http.request_json`):
+only connection faults, timeouts and 408/409/429/5xx are retried, with bounded exponential
+backoff; other 4xx surface at once with the server's message.
+
+Cost: one HTTP request per scored text (requests run concurrently, bounded), charged to the
+request's usage as one call with the prompt tokens the server reports and no generated tokens.
+The PRM reads the whole solution so far at every step: over a solution of T steps that is
+O(T^2) tokens of PRM prefill, unless the server caches prefixes.
+
+References: Lightman et al. (2023), "Let's Verify Step by Step" (process supervision, PRM800K);
+Zhang et al. (2025), "The Lessons of Developing Process Reward Models in Mathematical Reasoning"
+(Qwen2.5-Math-PRM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from typing import Any
+
+import httpx
+
+from ..backends.openai_http import backoff_delay, request_json
+from ..errors import BackendError, ConfigError
+from ..tasks.prompts import _question_text
+from ..types import Completion, Problem
+from .base import Scorer, prob_to_logscore
+
+__all__ = ["PRMHttpScorer", "APIS"]
+
+#: The supported APIs and the path each one posts to (under the server's root, not ``/v1``).
+APIS = {"pooling": "/pooling", "classify": "/classify", "reward": "/score"}
+
+_PROB_SLACK = 1e-6  # float noise allowed outside [0, 1]
+_URL_TAILS = ("/v1/score", "/pooling", "/classify", "/score", "/v1/models", "/models", "/v1")
+
+
+def _root_url(base_url: Any) -> str:
+    """``http://h:8000``, ``http://h:8000/``, ``http://h:8000/v1`` and ``.../pooling`` all become
+    ``http://h:8000`` (vLLM serves the pooling routes outside ``/v1``)."""
+    if not isinstance(base_url, str) or not base_url.strip():
+        raise ConfigError("base_url", f"must be a non-empty URL, got {base_url!r}", "e.g. http://127.0.0.1:8000")
+    url = base_url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    for tail in _URL_TAILS:
+        if url.endswith(tail):
+            url = url[: -len(tail)].rstrip("/")
+            break
+    return url
+
+
+def _question(problem: Problem) -> str:
+    if problem.question is not None:
+        return _question_text(problem)
+    return (problem.messages or [{}])[-1].get("content", "")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+class PRMHttpScorer(Scorer):
+    """A process (and outcome) scorer backed by a reward model on an HTTP server.
+
+    ``base_url``: the server, e.g. ``http://127.0.0.1:8000`` (a trailing ``/v1`` is dropped).
+    ``model``: the served model name; ``None`` takes the first id of ``GET /v1/models``.
+    ``api``: ``pooling`` (step-level PRM), ``classify`` or ``reward`` (see the module docs).
+    ``step_separator``: what separates steps in infscale's text (default ``"\\n"``).
+    ``step_token``: what separates (and, for ``pooling``, ends) steps in the PRM's input;
+    default ``"<extra_0>"`` for ``pooling``, else ``step_separator``.
+    ``good_index``: the label whose probability means "good" (default 1).
+    ``pooling_task``: the ``task`` sent to ``/pooling`` (default ``token_classify``; ``None``
+    omits it). ``timeout``, ``max_retries``, ``max_concurrency``, ``backoff_base``,
+    ``backoff_cap`` and ``api_key`` mean what they mean for the OpenAI HTTP generator.
+    """
+
+    name = "prm-http"
+    kind = "process"
+    process_capable = True
+    needs_model = False
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        *,
+        api: str = "pooling",
+        step_separator: str = "\n",
+        step_token: str | None = None,
+        good_index: int = 1,
+        pooling_task: str | None = "token_classify",
+        api_key: str | None = None,
+        timeout: float = 60,
+        max_retries: int = 3,
+        max_concurrency: int = 16,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 8.0,
+    ):
+        if api not in APIS:
+            raise ConfigError("api", f"got {api!r}", ", ".join(APIS))
+        if not isinstance(step_separator, str) or not step_separator:
+            raise ConfigError("step_separator", f"got {step_separator!r}", "a non-empty string")
+        if step_token is not None and (not isinstance(step_token, str) or not step_token):
+            raise ConfigError("step_token", f"got {step_token!r}", "a non-empty string, or None for the default")
+        if isinstance(good_index, bool) or not isinstance(good_index, int) or good_index < 0:
+            raise ConfigError("good_index", f"got {good_index!r}", "an integer >= 0")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigError("timeout", f"got {timeout!r}", "a number of seconds > 0")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigError("max_retries", f"got {max_retries!r}", "an integer >= 0")
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigError("max_concurrency", f"got {max_concurrency!r}", "an integer >= 1")
+        if not backoff_base >= 0 or not backoff_cap >= 0:
+            raise ConfigError("backoff", f"got base={backoff_base!r}, cap={backoff_cap!r}", "numbers >= 0")
+        self.root_url = _root_url(base_url)
+        self.model = model
+        self.api = api
+        self.url = self.root_url + APIS[api]
+        self.step_separator = step_separator
+        self.step_token = step_token if step_token is not None else ("<extra_0>" if api == "pooling" else step_separator)
+        self.good_index = good_index
+        self.pooling_task = pooling_task
+        self.api_key = api_key
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.max_concurrency = max_concurrency
+        self.backoff_base = float(backoff_base)
+        self.backoff_cap = float(backoff_cap)
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_env(cls) -> "PRMHttpScorer":
+        """The registry's factory: ``INFSCALE_PRM_URL`` (required), ``INFSCALE_PRM_MODEL``,
+        ``INFSCALE_PRM_API`` (``pooling``, ``classify`` or ``reward``), ``INFSCALE_PRM_API_KEY``."""
+        url = os.environ.get("INFSCALE_PRM_URL", "").strip()
+        if not url:
+            raise ConfigError(
+                "INFSCALE_PRM_URL",
+                "is not set: the prm-http scorer needs the URL of a server with a reward model "
+                "(e.g. `vllm serve Qwen/Qwen2.5-Math-PRM-7B`)",
+                "a URL such as INFSCALE_PRM_URL=http://127.0.0.1:8000",
+            )
+        return cls(
+            url,
+            model=os.environ.get("INFSCALE_PRM_MODEL") or None,
+            api=os.environ.get("INFSCALE_PRM_API") or "pooling",
+            api_key=os.environ.get("INFSCALE_PRM_API_KEY") or None,
+        )
+
+    # ------------------------------------------------------------------ scoring
+
+    async def score(self, problem, texts, ctx):
+        """Outcome use: a whole solution scores what the PRM gives its last step (it has seen
+        all the others); other aggregations (min, product) need per-step scores, which the
+        search core collects. A solution without steps is scored as one empty step."""
+        return await self._score_all(problem, [self._split(t) or [""] for t in texts], ctx)
+
+    async def score_steps(self, problem, prefixes, steps, ctx):
+        """Log-probability that ``steps[i]`` is a good next step after ``prefixes[i]``."""
+        if len(prefixes) != len(steps):
+            raise ValueError(f"score_steps needs one prefix per step, got {len(prefixes)} and {len(steps)}")
+        return await self._score_all(problem, [self._split(p) + [s.strip()] for p, s in zip(prefixes, steps)], ctx)
+
+    def _split(self, text: str) -> list[str]:
+        """The non-empty steps of a text (an empty text has none)."""
+        return [s.strip() for s in text.split(self.step_separator) if s.strip()]
+
+    def body(self, question: str, steps: list[str]) -> dict[str, Any]:
+        """The request body for one partial solution (``steps``, the latest last)."""
+        if self.api == "reward":
+            return {"model": self.model, "text_1": question, "text_2": self.step_token.join(steps)}
+        if self.api == "pooling":
+            text = f"{question}\n\n" + "".join(s + self.step_token for s in steps)
+            body: dict[str, Any] = {"model": self.model, "input": text}
+            if self.pooling_task is not None:
+                body["task"] = self.pooling_task
+            return body
+        return {"model": self.model, "input": f"{question}\n\n" + self.step_token.join(steps)}
+
+    async def _score_all(self, problem: Problem, step_lists: list[list[str]], ctx: Any) -> list[float]:
+        if not step_lists:
+            return []
+        question = _question(problem)
+        client = self._http()
+        if self.model is None:
+            self.model = await self._first_model(client)
+        sem = asyncio.Semaphore(self.max_concurrency)
+        tasks = [asyncio.ensure_future(self._one(client, sem, question, steps, ctx)) for steps in step_lists]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    def _http(self) -> httpx.AsyncClient:
+        """The connection pool of the running event loop. A client cannot outlive its loop
+        (``infscale.ask`` runs one loop per question), so a new loop gets a new client; making
+        one per batch instead would cost ~80 ms of TLS setup per search step."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop or self._client.is_closed:
+            headers = {"Accept": "application/json"}
+            if self.api_key:
+                headers["Authorization"] = f"Bearer {self.api_key}"
+            self._client = httpx.AsyncClient(
+                headers=headers, timeout=httpx.Timeout(self.timeout),
+                limits=httpx.Limits(max_connections=self.max_concurrency,
+                                    max_keepalive_connections=self.max_concurrency),
+            )
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool (optional: it is also dropped with its event loop)."""
+        client, loop = self._client, self._client_loop
+        self._client = self._client_loop = None
+        if client is not None and loop is asyncio.get_running_loop() and not client.is_closed:
+            await client.aclose()
+
+    async def _one(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, question: str, steps: list[str],
+                   ctx: Any) -> float:
+        async with sem:
+            data = await request_json(client, "POST", self.url, self.body(question, steps),
+                                      max_retries=self.max_retries, retry_delay=self._retry_delay)
+        p = self.parse(data)
+        usage = getattr(ctx, "usage", None)
+        if usage is not None:  # one scorer query = one call; the PRM generates nothing
+            reported = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            prompt_tokens = reported.get("prompt_tokens")
+            usage.add(Completion(text="", finish_reason="stop", generated_tokens=0,
+                                 prompt_tokens=prompt_tokens if _is_number(prompt_tokens) else 0))
+        return prob_to_logscore(p)
+
+    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
+        return backoff_delay(attempt, retry_after, self.backoff_base, self.backoff_cap)
+
+    async def _first_model(self, client: httpx.AsyncClient) -> str:
+        url = self.root_url + "/v1/models"
+        data = await request_json(client, "GET", url, max_retries=self.max_retries, retry_delay=self._retry_delay)
+        items = data.get("data") if isinstance(data, dict) else None
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and item.get("id"):
+                return str(item["id"])
+        raise BackendError(f"{url} lists no model; pass model= (or set INFSCALE_PRM_MODEL)", retryable=False)
+
+    # ------------------------------------------------------------------ parsing
+
+    def _malformed(self, why: str, data: Any) -> BackendError:
+        return BackendError(f"malformed response from {self.url}: {why}: {str(data)[:200]}", retryable=False)
+
+    def parse(self, data: Any) -> float:
+        """P(good) of the latest step from one response body (see the module docs)."""
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+            raise self._malformed("no data list", data)
+        item = next((it for it in items if isinstance(it, dict) and it.get("index") == 0), items[0])
+        if self.api == "reward":
+            return self._prob(item.get("score"), data)
+        if self.api == "classify":
+            return self._label_prob(item.get("probs"), data)
+        rows = item.get("data")
+        if not isinstance(rows, list) or not rows:
+            raise self._malformed(
+                f"no step scores (does the input contain the PRM's step token {self.step_token!r}?)", data)
+        last = rows[-1] if isinstance(rows[-1], list) else rows  # 2-D: one row per step; 1-D: one row
+        return self._label_prob(last, data)
+
+    def _label_prob(self, row: Any, data: Any) -> float:
+        if not isinstance(row, list) or not row:
+            raise self._malformed("no label probabilities", data)
+        if len(row) == 1:
+            return self._prob(row[0], data)
+        if self.good_index >= len(row):
+            raise self._malformed(f"{len(row)} labels, but good_index is {self.good_index}", data)
+        return self._prob(row[self.good_index], data)
+
+    def _prob(self, p: Any, data: Any) -> float:
+        if not _is_number(p) or not math.isfinite(p) or not -_PROB_SLACK <= p <= 1 + _PROB_SLACK:
+            raise self._malformed(f"expected a probability in [0, 1], got {p!r} (raw logits?)", data)
+        return min(1.0, max(0.0, float(p)))
