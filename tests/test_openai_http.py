@@ -499,3 +499,13 @@ def test_kept_trajectories_are_refused():
 def test_constructor_validation(kwargs):
     with pytest.raises(ConfigError):
         OpenAIGenerator("http://127.0.0.1:1", **kwargs)
+
+
+def test_one_generator_serves_several_event_loops():
+    """Each infscale.ask call runs its own event loop; the generator must follow it."""
+    import infscale
+
+    with FakeOpenAIServer() as srv:
+        gen = OpenAIGenerator(srv.base_url)
+        answers = [infscale.ask("What is 6 * 7?", "majority", n=2, generator=gen).answer for _ in range(3)]
+    assert answers == ["42", "42", "42"]

@@ -318,9 +318,9 @@ class OpenAIGenerator(Generator):
         self.probe: dict[str, Any] = {}
         self._max_tokens_key = "max_tokens"
         self._ready = False
-        self._lock = asyncio.Lock()
-        self._sem = asyncio.Semaphore(max_concurrency)
         self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bind_loop()
         self._warned_usage = False
         if mode != "auto":
             self._assume(mode)
@@ -346,6 +346,7 @@ class OpenAIGenerator(Generator):
         """Resolve the model name and probe the server (once); returns :attr:`probe`."""
         if self._ready:
             return self.probe
+        self._bind_loop()
         async with self._lock:
             if not self._ready:
                 if self.model is None:
@@ -436,6 +437,7 @@ class OpenAIGenerator(Generator):
         return "/completions", body
 
     async def _run(self, req: GenRequest, path: str, body: dict[str, Any]) -> Completion:
+        self._bind_loop()
         async with self._sem:
             data = await self._request("POST", path, body)
         return self._parse(data, req, path, body.get("seed"))
@@ -486,7 +488,24 @@ class OpenAIGenerator(Generator):
 
     # ------------------------------------------------------------------ HTTP
 
+    def _bind_loop(self) -> None:
+        """asyncio primitives and httpx connections belong to one event loop: a generator used
+        from a new loop (each ``infscale.ask`` call runs its own) gets fresh ones."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is self._loop and self._loop is not None:
+            return
+        if loop is None and self._loop is None and getattr(self, "_sem", None) is not None:
+            return
+        self._loop = loop
+        self._lock = asyncio.Lock()
+        self._sem = asyncio.Semaphore(self.max_concurrency)
+        self._client = None  # a client of a finished loop cannot be closed from this one
+
     def _http(self) -> httpx.AsyncClient:
+        self._bind_loop()
         if self._client is None:
             headers = {"Accept": "application/json"}
             if self.api_key:
