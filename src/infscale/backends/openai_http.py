@@ -127,6 +127,18 @@ def _error_message(resp: httpx.Response) -> str:
     return str(data)[:500]
 
 
+def check_http_options(timeout, max_retries, max_concurrency, backoff_base, backoff_cap) -> None:
+    """Validate the connection settings every HTTP client of infscale takes."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ConfigError("timeout", f"got {timeout!r}", "a number of seconds > 0")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigError("max_retries", f"got {max_retries!r}", "an integer >= 0")
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ConfigError("max_concurrency", f"got {max_concurrency!r}", "an integer >= 1")
+    if not backoff_base >= 0 or not backoff_cap >= 0:
+        raise ConfigError("backoff", f"got base={backoff_base!r}, cap={backoff_cap!r}", "numbers >= 0")
+
+
 def backoff_delay(attempt: int, retry_after: float | None, base: float, cap: float) -> float:
     """Seconds before retry number ``attempt + 1``: ``base * 2**attempt``, or the server's
     Retry-After when it sent one; never more than ``cap``."""
@@ -297,14 +309,7 @@ class OpenAIGenerator(Generator):
     ):
         if mode not in _MODES:
             raise ConfigError("mode", f"got {mode!r}", ", ".join(_MODES))
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigError("timeout", f"got {timeout!r}", "a number of seconds > 0")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigError("max_retries", f"got {max_retries!r}", "an integer >= 0")
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ConfigError("max_concurrency", f"got {max_concurrency!r}", "an integer >= 1")
-        if not backoff_base >= 0 or not backoff_cap >= 0:
-            raise ConfigError("backoff", f"got base={backoff_base!r}, cap={backoff_cap!r}", "numbers >= 0")
+        check_http_options(timeout, max_retries, max_concurrency, backoff_base, backoff_cap)
         self.base_url = normalise_base_url(base_url)
         self.model = model
         self.api_key = api_key

@@ -61,7 +61,7 @@ from typing import Any
 
 import httpx
 
-from ..backends.openai_http import backoff_delay, request_json
+from ..backends.openai_http import backoff_delay, check_http_options, request_json
 from ..errors import BackendError, ConfigError
 from ..tasks.prompts import _question_text
 from ..types import Completion, Problem
@@ -146,14 +146,7 @@ class PRMHttpScorer(Scorer):
             raise ConfigError("step_token", f"got {step_token!r}", "a non-empty string, or None for the default")
         if isinstance(good_index, bool) or not isinstance(good_index, int) or good_index < 0:
             raise ConfigError("good_index", f"got {good_index!r}", "an integer >= 0")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigError("timeout", f"got {timeout!r}", "a number of seconds > 0")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigError("max_retries", f"got {max_retries!r}", "an integer >= 0")
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ConfigError("max_concurrency", f"got {max_concurrency!r}", "an integer >= 1")
-        if not backoff_base >= 0 or not backoff_cap >= 0:
-            raise ConfigError("backoff", f"got base={backoff_base!r}, cap={backoff_cap!r}", "numbers >= 0")
+        check_http_options(timeout, max_retries, max_concurrency, backoff_base, backoff_cap)
         self.root_url = _root_url(base_url)
         self.model = model
         self.api = api
