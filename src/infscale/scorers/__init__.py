@@ -7,6 +7,7 @@ from collections.abc import Callable
 from ..errors import ConfigError
 from .base import Scorer, prob_to_logscore
 from .arith_check import ArithCheckScorer
+from .code_exec import CodeTestsScorer
 from .self_eval import SelfEvalScorer
 
 __all__ = ["Scorer", "SCORERS", "get_scorer", "prob_to_logscore"]
@@ -23,6 +24,7 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
     "self-eval": SelfEvalScorer,
     "arith-check": ArithCheckScorer,
     "prm-http": _prm_http,
+    "code-tests": CodeTestsScorer,
 }
 
 
