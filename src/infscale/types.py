@@ -26,8 +26,9 @@ __all__ = [
 class Problem:
     """A question to answer.
 
-    Give either ``question`` (rendered through the task's default prompt) or ``messages``
-    (chat messages used as they are). ``reference`` is for evaluation only: strategies never
+    Give either ``question`` (rendered through the task's default prompt), ``messages``
+    (chat messages used as they are) or ``prompt`` (raw text continued as it is, with no chat
+    template: the server's ``/v1/completions``). ``reference`` is for evaluation only: strategies never
     see it. ``task`` chooses answer extraction and equivalence: ``math``, ``mcq``, ``code``,
     ``text``.
     """
@@ -39,6 +40,7 @@ class Problem:
     reference: Any = None
     choices: list[str] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    prompt: str | None = None
 
 
 @dataclass

@@ -33,11 +33,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..answers import group_answers
-from ..types import AnswerMass, Candidate, Completion, Result
+from ..answers import AnswerTask, group_answers
+from ..types import AnswerMass, Candidate, Completion, Result, Usage
 from .base import BudgetExhausted, Context, ParamSpec, Strategy
 
-__all__ = ["SampleStrategy", "SAMPLE_STRATEGIES", "beta_leader_probability"]
+__all__ = ["SampleStrategy", "SAMPLE_STRATEGIES", "beta_leader_probability", "select_from"]
 
 
 @dataclass
@@ -141,6 +141,10 @@ class SampleStrategy(Strategy):
             cands.append(Candidate(text=c.text, answer=ctx.task.extract(c.text), index=i, logprob=c.logprob,
                                    score=score, generated_tokens=c.generated_tokens,
                                    finish_reason=c.finish_reason, seed=c.seed))
+        return self._choose(cands, ctx, n=state.target, stopped_early=state.stopped_early)
+
+    def _choose(self, cands: list[Candidate], ctx, *, n: int, stopped_early: bool) -> Result:
+        """The selection step over finished candidates; ``ctx`` needs ``task``, ``options``, ``usage``."""
         dist, members = self._distribution(cands, ctx)
         answers = [m.answer for m in dist]
         answer = answers[0] if answers else None
@@ -158,7 +162,7 @@ class SampleStrategy(Strategy):
             answers = self._best_of_majority(cands, dist, members, ctx)
             answer = answers[0] if answers else None
         return Result(strategy=self.name, answer=answer, answers=answers, distribution=dist,
-                      candidates=cands, usage=ctx.usage, n=state.target, stopped_early=state.stopped_early)
+                      candidates=cands, usage=ctx.usage, n=n, stopped_early=stopped_early)
 
     def _mode(self, options: dict[str, Any]) -> str:
         return options.get("by", self.weight)
@@ -197,6 +201,24 @@ class SampleStrategy(Strategy):
 
         ranked = sorted(kept, key=lambda mg: (-best(mg[1]), -mg[0].count))
         return [m.answer for m, _ in ranked[:k]]
+
+
+@dataclass
+class _SelectView:
+    """What the selection step reads from a context."""
+
+    task: AnswerTask
+    options: dict[str, Any]
+    usage: Usage
+
+
+def select_from(strategy: SampleStrategy, candidates: list[Candidate], task: AnswerTask,
+                options: dict[str, Any] | None = None, *, usage: Usage | None = None) -> Result:
+    """What ``strategy`` chooses from ``candidates`` (answers extracted, scores set): its selection
+    step alone, without sampling. The evaluation harness uses it to apply several strategies to
+    subsamples of one shared pool of samples. ``options`` are the strategy's settings."""
+    view = _SelectView(task=task, options=strategy.options(options or {}), usage=usage or Usage())
+    return strategy._choose(list(candidates), view, n=len(candidates), stopped_early=False)
 
 
 def _fold(cands: list[Candidate], weights: list[float], task) -> tuple[list[AnswerMass], list[list[Candidate]]]:

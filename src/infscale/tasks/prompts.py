@@ -45,6 +45,8 @@ def problem_messages(p: Problem) -> list[dict[str, str]]:
     """The chat messages for a problem (its own messages if it has them)."""
     if p.messages is not None:
         return [dict(m) for m in p.messages]
+    if p.prompt is not None:
+        return [{"role": "user", "content": p.prompt}]
     if p.task == "math":
         msgs = [{"role": "system", "content": MATH_SYSTEM}]
         for q, a in MATH_SHOTS:
@@ -71,6 +73,8 @@ def default_stop(chat: bool) -> tuple[str, ...]:
 
 def build_request(p: Problem, params: SamplingParams, *, chat: bool, seed: int | None, key: str = "") -> GenRequest:
     """The request that samples one solution of ``p``."""
+    if p.prompt is not None:  # raw text: continued as it is, chat template or not
+        return GenRequest(params=params, prompt=p.prompt, seed=seed, key=key)
     if not chat:
         stops = tuple(dict.fromkeys(params.stop + default_stop(False)))
         return GenRequest(params=params.with_(stop=stops), prompt=_plain_prompt(p), seed=seed, key=key)

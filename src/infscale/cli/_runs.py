@@ -1,0 +1,163 @@
+"""Shared pieces of the evaluation commands (``eval``, ``report``, ``export``): the run store,
+summaries, the progress bar. Not a command itself."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import MissingExtraError
+
+__all__ = ["add_db_argument", "open_store", "summarize_run", "results_json", "run_title", "html_path",
+           "write_reports", "ProgressBar"]
+
+
+def add_db_argument(p) -> None:
+    p.add_argument("--db", default=None, metavar="PATH",
+                   help="run database (default INFSCALE_HOME/runs/infscale.sqlite)")
+
+
+def open_store(args):
+    from ..evaluation.store import Store  # noqa: PLC0415
+
+    return Store(args.db)
+
+
+def summarize_run(store, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(summary, result rows)``: the metrics summary of a stored run."""
+    from ..evaluation import metrics  # noqa: PLC0415
+    from ..evaluation.harness import metrics_inputs  # noqa: PLC0415
+
+    results, samples = metrics_inputs(store, run_id)
+    return metrics.summarize(results, samples), results
+
+
+def results_json(summary: dict[str, Any], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per strategy and budget: accuracy with its interval, problems, seeds, samples, costs."""
+    samples: dict[tuple[str, int], float] = {}
+    for r in results:
+        key = (r["strategy"], int(r["budget"]))
+        samples[key] = samples.get(key, 0.0) + float(r["samples"])
+    out = []
+    for c in summary["cells"]:
+        out.append({
+            "strategy": c["strategy"],
+            "budget": c["budget"],
+            "accuracy": c["accuracy"],
+            "interval": c["wilson"],
+            "interval_beta": c["beta"],
+            "problems": c["problems"],
+            "seeds": c["seeds"],
+            "samples": round(samples.get((c["strategy"], int(c["budget"])), 0.0), 6),
+            "generated_tokens": c["generated_tokens"],
+            "prompt_tokens": c["prompt_tokens"],
+            "calls": c["calls"],
+            "seconds": c["seconds"],
+        })
+    return out
+
+
+def run_title(run: dict[str, Any]) -> str:
+    cfg = run["config"]
+    model = cfg.get("backend_url") or cfg.get("model") or "smollm2-135m"
+    limit = f" (first {cfg['limit']})" if cfg.get("limit") else ""
+    return f"{run['run_id']}: {cfg['dataset']}{limit} on {model}"
+
+
+def run_meta(run: dict[str, Any], store) -> dict[str, Any]:
+    cfg = run["config"]
+    return {"run_id": run["run_id"], "status": run["status"], "created": run["created"], "dataset": cfg["dataset"],
+            "limit": cfg.get("limit"), "model": cfg.get("model") or "smollm2-135m", "backend_url": cfg.get("backend_url"),
+            "strategies": ", ".join(cfg["strategies"]), "budgets": ", ".join(map(str, cfg["budgets"])),
+            "seeds": cfg["seeds"], "params": cfg.get("params"), "seconds": round(run.get("seconds") or 0.0, 1),
+            "db": str(store.path), **store.counts(run["run_id"])}
+
+
+def html_path(run_id: str) -> Path:
+    from ..home import subdir  # noqa: PLC0415
+
+    return subdir("reports") / f"{run_id}.html"
+
+
+def write_reports(store, run_id: str, *, html: str | Path | None = None, write_html: bool = True
+                  ) -> tuple[str, Path | None, dict[str, Any], list[dict[str, Any]]]:
+    """The terminal table, the HTML report's path (written unless ``write_html`` is false), the
+    summary and the result rows of one run."""
+    from ..evaluation import report  # noqa: PLC0415
+
+    run = store.get_run(run_id)
+    summary, results = summarize_run(store, run_id)
+    title = run_title(run)
+    table = report.terminal_report(summary, title=title)
+    path = None
+    if write_html:
+        path = report.write_html_report(summary, Path(html) if html else html_path(run_id), title=title,
+                                        meta=run_meta(run, store))
+    return table, path, summary, results
+
+
+def need_pyarrow() -> None:
+    import importlib.util  # noqa: PLC0415
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise MissingExtraError("pyarrow (parquet export)", "pip install 'infscale[parquet]'")
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr: ``[#####-----] 12/30 problems, 96 samples, 1m02s, eta 1m33s``.
+
+    On a terminal the line is redrawn in place; otherwise a line is printed at every tenth of
+    the way (and at the end), so logs stay short.
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, width: int = 24, enabled: bool = True, unit: str = "problems"):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.enabled = enabled
+        self.unit = unit
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last_tenth = -1
+        self.drawn = False
+        self.last_draw = 0.0
+
+    def __call__(self, p) -> None:
+        if not self.enabled or p.total <= 0:
+            return
+        frac = p.done / p.total
+        filled = int(round(frac * self.width))
+        eta = ""
+        if 0 < p.done < p.total:
+            eta = f", eta {_clock(p.seconds / p.done * (p.total - p.done))}"
+        line = (f"[{'#' * filled}{'-' * (self.width - filled)}] {p.done}/{p.total} {self.unit}, "
+                f"{p.samples} samples, {_clock(p.seconds)}{eta}")
+        if self.tty:
+            now = time.monotonic()
+            if p.done < p.total and now - self.last_draw < 0.1:
+                return
+            self.last_draw = now
+            self.stream.write("\r" + line.ljust(78))
+            self.drawn = True
+        else:
+            tenth = int(frac * 10)
+            if tenth == self.last_tenth:
+                return
+            self.last_tenth = tenth
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty and self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -1,0 +1,131 @@
+"""``infscale eval``: run a dataset x strategy x budget x seed grid, store every sample, resume.
+
+::
+
+    infscale eval --dataset arith --limit 30 --strategies greedy,majority,best-of-n:scorer=arith-check \\
+                  --budgets 1,4,8 [--seeds S] [--model M | --backend-url URL] [--db PATH] [--json]
+    infscale eval --resume RUN_ID
+
+``run: RUN_ID`` goes to stderr as soon as the run exists, then a progress bar. At the end the
+terminal table is printed (``--json``: one object with ``run_id`` and ``results``) and the HTML
+report is written under ``INFSCALE_HOME/reports``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from ..errors import ConfigError
+
+__all__ = ["register", "run"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate strategies over a dataset at several budgets (stored, resumable)",
+                       description="Run a dataset x strategy x budget x seed grid; every sample and result is "
+                                   "stored in SQLite. A killed run continues with --resume RUN_ID.")
+    p.add_argument("--dataset", "-d", default=None,
+                   help="gsm8k, math500, aime2024, humaneval, mbpp, arith[:seed=S,steps=LO-HI,n=N], or FILE.jsonl")
+    p.add_argument("--limit", type=int, default=None, help="the first K problems")
+    p.add_argument("--task", default=None, help="math, mcq, code or text (JSONL datasets; default math)")
+    p.add_argument("--question-field", default=None, help="JSONL field holding the question (default question)")
+    p.add_argument("--answer-field", default=None, help="JSONL field holding the reference (default answer)")
+    p.add_argument("--choices-field", default=None, help="JSONL field holding a list of choices (mcq)")
+    p.add_argument("--strategies", "-s", default="majority",
+                   help="comma-separated specs NAME[:key=value,...], e.g. greedy,majority,best-of-n:scorer=arith-check")
+    p.add_argument("--budgets", "-b", default="1,2,4,8", help="comma-separated widths (--n of each strategy)")
+    p.add_argument("--seeds", type=int, default=1, help="run seeds 0..S-1 (default 1)")
+    p.add_argument("--model", "-m", default=None, help="registered model name or .gguf path (default smollm2-135m)")
+    p.add_argument("--backend-url", default=None, help="an OpenAI-compatible server instead of the embedded engine")
+    p.add_argument("--concurrency", type=int, default=None, help="problems in flight at once (default 8)")
+    p.add_argument("--subsamples", type=int, default=20,
+                   help="subsamples per budget for strategies that reuse one sample pool (default 20)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--resume", default=None, metavar="RUN_ID",
+                   help="continue a stored run with its stored configuration (other grid options are ignored)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-html", action="store_true", help="do not write the HTML report at the end")
+    p.add_argument("--json", action="store_true", help="print one JSON object with run_id and results")
+    from ._runs import add_db_argument  # noqa: PLC0415
+
+    add_db_argument(p)
+    p.set_defaults(handler=run)
+
+
+def _config(args):
+    from ..evaluation.harness import EvalConfig  # noqa: PLC0415
+
+    params = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "min_p": args.min_p,
+              "max_tokens": args.max_tokens}
+    cfg = EvalConfig(dataset=args.dataset, strategies=[args.strategies], budgets=args.budgets, seeds=args.seeds,
+                     limit=args.limit, task=args.task, question_field=args.question_field,
+                     answer_field=args.answer_field, choices_field=args.choices_field, model=args.model,
+                     backend_url=args.backend_url, params=params,
+                     concurrency=8 if args.concurrency is None else args.concurrency, subsamples=args.subsamples)
+    cfg.validate()
+    return cfg
+
+
+def run(args) -> int:
+    from ..api import load_generator  # noqa: PLC0415
+    from ..evaluation.harness import EvalConfig, run_eval, start_run  # noqa: PLC0415
+    from ._runs import ProgressBar, open_store, results_json, summarize_run, write_reports  # noqa: PLC0415
+
+    if args.concurrency is not None and args.concurrency < 1:
+        raise ConfigError("concurrency", f"got {args.concurrency}", "an integer >= 1")
+    store = open_store(args)
+    try:
+        if args.resume:
+            stored = store.get_run(args.resume)
+            config = EvalConfig.from_dict(stored["config"])
+            config.validate()
+            run_id = args.resume
+            generator = load_generator(config.model, backend_url=config.backend_url)
+        else:
+            if not args.dataset:
+                raise ConfigError("dataset", "missing", "--dataset NAME|FILE.jsonl, or --resume RUN_ID")
+            config = _config(args)  # every setting is checked before the dataset and the model load
+            from ..datasets import load_dataset  # noqa: PLC0415
+
+            problems = load_dataset(config.dataset, limit=config.limit, task=config.task,
+                                    question_field=config.question_field, answer_field=config.answer_field,
+                                    choices_field=config.choices_field)
+            generator = load_generator(config.model, backend_url=config.backend_url)
+            run_id = start_run(store, config, problems, chat=generator.capabilities.chat_template)
+        print(f"run: {run_id}", file=sys.stderr, flush=True)
+        bar = ProgressBar(enabled=not args.no_progress)
+        try:
+            counts = asyncio.run(run_eval(store, run_id, generator, on_progress=bar, concurrency=args.concurrency))
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"infscale: interrupted; continue with: infscale eval --resume {run_id}", file=sys.stderr)
+            return 130
+        bar.close()
+        if args.no_html:
+            summary, results = summarize_run(store, run_id)
+            table, path = None, None
+            if not args.json:
+                from ..evaluation import report  # noqa: PLC0415
+                from ._runs import run_title  # noqa: PLC0415
+
+                table = report.terminal_report(summary, title=run_title(store.get_run(run_id)))
+        else:
+            table, path, summary, results = write_reports(store, run_id)
+        if args.json:
+            out = {"run_id": run_id, "status": store.get_run(run_id)["status"], "db": str(store.path),
+                   "counts": counts, "html": str(path) if path else None, "results": results_json(summary, results)}
+            print(json.dumps(out, ensure_ascii=False))
+        else:
+            print(table.rstrip("\n"))
+            if path is not None:
+                print(f"\nhtml report: {path}")
+            print(f"run: {run_id} ({counts['samples']} samples, {counts['results']} results in {store.path})")
+        return 0
+    finally:
+        store.close()

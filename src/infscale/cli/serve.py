@@ -1,0 +1,105 @@
+"""``infscale serve``: the OpenAI-compatible server (FastAPI + uvicorn).
+
+Every setting is checked before the model is loaded; mistakes are one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+from ..errors import ConfigError, MissingExtraError
+
+__all__ = ["register", "run"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve an OpenAI-compatible API (model names STRATEGY[-BUDGET]:MODEL)",
+                       description="Serve infscale over the OpenAI API: POST /v1/chat/completions, /v1/completions; "
+                                   "GET /v1/models, /health, /metrics. Pick a strategy with the model name "
+                                   "STRATEGY[-BUDGET]:MODEL (e.g. majority-8:smollm2-135m) or an 'infscale' body field.")
+    p.add_argument("--model", "-m", default=None,
+                   help="embedded model name or .gguf path (default smollm2-135m); with --backend-url, the backend's model")
+    p.add_argument("--backend-url", default=None, help="generate through an OpenAI-compatible server instead")
+    p.add_argument("--backend-api-key", default=os.environ.get("INFSCALE_BACKEND_API_KEY"),
+                   help="bearer token for --backend-url (default $INFSCALE_BACKEND_API_KEY)")
+    p.add_argument("--served-model-name", default=None, help="the name clients use (default: the model's)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("INFSCALE_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default $INFSCALE_API_KEY; none = open)")
+    p.add_argument("--max-concurrency", type=int, default=16, help="requests running at once (default 16)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot; beyond: 429 (default 64)")
+    p.add_argument("--max-budget", type=int, default=64, help="largest width (samples/particles/beams) per request")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default 1 MiB)")
+    p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens per sample")
+    p.add_argument("--max-tokens", type=int, default=256, help="max_tokens when a request gives none")
+    p.add_argument("--default-budget", type=int, default=8, help="width for STRATEGY:MODEL without -N (default 8)")
+    p.add_argument("--task", default="math", help="answer extraction when a request gives none: math, mcq, code, text")
+    p.add_argument("--temperature", type=float, default=0.7, help="temperature when a request gives none")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="seconds in-flight requests may finish after SIGTERM/Ctrl-C before they are cancelled")
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(handler=run)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn  # noqa: PLC0415
+
+        from ..server import create_app  # noqa: PLC0415
+    except ImportError as e:
+        raise MissingExtraError("fastapi/uvicorn (the server)", "pip install 'infscale[server]'") from e
+    from ..api import load_generator  # noqa: PLC0415
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError("--port", f"got {args.port}", "an integer in [0, 65535]")
+    if args.api_key is not None and not args.api_key.strip():
+        raise ConfigError("--api-key", "is empty", "a non-empty token, or leave it out")
+    if not _is_loopback(args.host) and not args.api_key:
+        print(f"infscale: warning: serving on {args.host} without --api-key: anyone who can reach it can use it",
+              file=sys.stderr)
+    loaded = {}
+
+    def factory():
+        if "engine" in loaded:
+            return loaded["engine"]
+        return load_generator(args.model, backend_url=args.backend_url, api_key=args.backend_api_key)
+
+    def ready(service) -> None:
+        url = f"http://{args.host}:{args.port}/v1"
+        print(f"infscale: serving {service.model_name} on {url} (model names STRATEGY[-BUDGET]:{service.model_name}; "
+              "GET /v1/models lists them)", file=sys.stderr, flush=True)
+
+    # building the app checks every limit (a ConfigError names the flag) before any model loads
+    app = create_app(
+        factory, model_name=args.served_model_name, api_key=args.api_key, max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue, max_budget=args.max_budget, max_body_bytes=args.max_body_bytes,
+        max_tokens_limit=args.max_tokens_limit, default_max_tokens=args.max_tokens,
+        default_budget=args.default_budget, default_task=args.task, default_temperature=args.temperature,
+        shutdown_timeout=args.shutdown_timeout, on_ready=ready,
+    )
+    if args.backend_url is None:
+        # the embedded model loads now, so that a missing model is one line, not a startup traceback;
+        # the app owns it (the factory hands it over) and closes it at shutdown
+        print(f"infscale: loading {args.model or 'smollm2-135m'} ...", file=sys.stderr, flush=True)
+        loaded["engine"] = factory()
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=args.shutdown_timeout)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        print("infscale: error: the server did not start (see the message above)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,589 @@
+"""The grid runner: dataset x strategy x budget x seed, every sample and result stored.
+
+A run is a configuration (:class:`EvalConfig`) and a run id in a :class:`~.store.Store`. The
+harness works through ``(problem, seed)`` items with at most ``concurrency`` in flight (an
+``asyncio.Semaphore``); the embedded engine batches the concurrent problems' samples into its
+decode steps by itself. Each item:
+
+1. **Pool** (sample reuse). Strategies whose result at width N is a function of N independent
+   samples — ``sample``, ``majority``, ``weighted``, ``best-of-n``, ``bom`` — share one pool of
+   ``M = max(budgets)`` samples per problem and seed. Sample ``i`` is the request the runner's
+   context would send for it (seeded by ``(seed, problem id, i)``), so pool sample ``i`` is
+   the sample ``i`` the strategy itself would have drawn. Each finished sample is stored at
+   once; the pool is scored once per scorer the specs name. The result at budget N is the mean
+   over R subsamples of size N (every subset when ``C(M, N) <= R``, else R subsets drawn with a
+   generator seeded by ``(seed, problem id, M, N)``, the same subsets for every strategy, so
+   strategies are compared on common samples) of the strategy's selection step
+   (:func:`~infscale.strategies.sample.select_from`) applied to the subsample; the variance over
+   subsamples is stored too. Costs at budget N are the subsample means of what its samples (and
+   their scorer calls) spent.
+2. **Greedy** (``greedy``): one temperature-0 sample, run once (seed 0), stored at budget 1.
+3. **Per budget**: every other strategy (``adaptive``, step-level search) runs through
+   :func:`infscale.run` with ``n = budget``; its candidates and result are stored together.
+
+Correctness: every sample is graded once against the problem's reference (math/mcq/text by
+answer equivalence; code by the ``code-tests`` scorer when it is registered: all tests pass).
+A chosen answer is correct when a sample with that answer is (``answers[:k]`` for pass@k-style
+strategies with a ``k`` setting). Grading never influences a strategy.
+
+An item that fails with a retryable backend error (a full KV cache, a 503) is retried up to
+three times; what it stored stays stored.
+
+Resume: everything has a unique key in the store. Re-running a run id skips stored results,
+generates only the pool samples that are missing, and scores only what is unscored; with a
+deterministic generator the final numbers equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..answers import AnswerTask, get_task, group_answers
+from ..backends.base import Generator
+from ..errors import BackendError, ConfigError
+from ..params import Budget, SamplingParams
+from ..rng import make_rng
+from ..scorers import SCORERS, Scorer, get_scorer
+from ..strategies import STRATEGIES, get_strategy
+from ..strategies.base import Context, Strategy
+from ..strategies.runner import run as run_strategy
+from ..strategies.sample import SampleStrategy, select_from
+from ..tasks.prompts import build_request
+from ..types import Candidate, Problem
+from .store import Store
+
+__all__ = [
+    "StrategySpec",
+    "EvalConfig",
+    "parse_strategies",
+    "parse_budgets",
+    "is_pooled",
+    "start_run",
+    "run_eval",
+    "subsample_indices",
+    "metrics_inputs",
+    "Progress",
+]
+
+POOL = "pool"
+GREEDY = "greedy"
+RETRIES = 3  # a (problem, seed) item that fails with a retryable backend error is tried again
+
+log = logging.getLogger("infscale.evaluation")
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategy specs and the configuration.
+
+
+def is_pooled(strategy: Strategy) -> bool:
+    """Whether the result at width N is a function of N independent samples (sample reuse)."""
+    return isinstance(strategy, SampleStrategy) and not strategy.adaptive and not strategy.greedy
+
+
+@dataclass
+class StrategySpec:
+    """A parsed ``NAME[:key=value,...]``: the strategy, its settings, its scorer.
+
+    ``scorer=NAME`` chooses the scorer; every other key is a strategy setting (``--param``).
+    ``label`` is the normalised spec string results are stored under.
+    """
+
+    label: str
+    name: str
+    options: dict[str, Any]
+    scorer: str | None
+    strategy: Strategy = field(repr=False)
+
+    @property
+    def pooled(self) -> bool:
+        return is_pooled(self.strategy)
+
+    @property
+    def greedy(self) -> bool:
+        return isinstance(self.strategy, SampleStrategy) and self.strategy.greedy
+
+    @property
+    def k(self) -> int:
+        """How many chosen answers count (pass@k-style strategies with a ``k`` setting)."""
+        return int(self.options.get("k", 1))
+
+
+def _parse_one(text: str, scorers: dict[str, Callable[[], Scorer]]) -> StrategySpec:
+    name, _, rest = text.strip().partition(":")
+    name = name.strip()
+    if name not in STRATEGIES:
+        raise ConfigError("strategies", f"unknown strategy {name!r}", ", ".join(STRATEGIES))
+    strat = get_strategy(name)
+    given: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError("strategies", f"expected key=value in {text!r}, got {item!r}",
+                              "NAME[:key=value,...], e.g. best-of-n:scorer=arith-check")
+        given[key.strip()] = value.strip()
+    scorer = given.pop("scorer", None)
+    options = strat.options(given)
+    if scorer is None and strat.wants_scorer(options):
+        scorer = strat.default_scorer
+    if scorer is not None and scorer not in scorers and scorer not in SCORERS:
+        raise ConfigError("scorer", f"unknown scorer {scorer!r} in {text!r}", ", ".join([*SCORERS, *scorers]))
+    parts = [f"{k}={v}" for k, v in sorted(given.items())]
+    if scorer is not None and "scorer" in rest:
+        parts.insert(0, f"scorer={scorer}")
+    label = name + (":" + ",".join(parts) if parts else "")
+    return StrategySpec(label=label, name=name, options=options, scorer=scorer, strategy=strat)
+
+
+def parse_strategies(text: str | list[str], *, scorers: dict[str, Callable[[], Scorer]] | None = None
+                     ) -> list[StrategySpec]:
+    """Specs from ``majority,best-of-n:scorer=arith-check,bom:k=2,alpha=0.2`` (a comma-separated
+    piece holding ``=`` but no ``:`` continues the previous spec's settings) or a list of specs."""
+    scorers = scorers or {}
+    pieces: list[str] = []
+    items = text if isinstance(text, list) else [text]
+    for chunk in items:
+        for piece in str(chunk).replace(";", ",").split(","):
+            piece = piece.strip()
+            if not piece:
+                continue
+            if "=" in piece and ":" not in piece and pieces:
+                pieces[-1] += "," + piece
+            else:
+                pieces.append(piece)
+    if not pieces:
+        raise ConfigError("strategies", "none given", ", ".join(STRATEGIES))
+    specs = [_parse_one(p, scorers) for p in pieces]
+    labels = [s.label for s in specs]
+    dup = next((x for x in labels if labels.count(x) > 1), None)
+    if dup is not None:
+        raise ConfigError("strategies", f"{dup!r} is given twice", "each spec once")
+    return specs
+
+
+def parse_budgets(text: str | list[int]) -> list[int]:
+    """Sorted distinct widths from ``1,2,4,8`` (each an integer >= 1)."""
+    raw = text if isinstance(text, list) else [p for p in str(text).replace(" ", "").split(",") if p]
+    out = []
+    for b in raw:
+        try:
+            v = int(b)
+        except (TypeError, ValueError):
+            raise ConfigError("budgets", f"cannot read {b!r} as an integer", "comma-separated integers >= 1, e.g. 1,2,4,8") from None
+        if v < 1:
+            raise ConfigError("budgets", f"got {v}", "comma-separated integers >= 1, e.g. 1,2,4,8")
+        out.append(v)
+    if not out:
+        raise ConfigError("budgets", "none given", "comma-separated integers >= 1, e.g. 1,2,4,8")
+    return sorted(set(out))
+
+
+@dataclass
+class EvalConfig:
+    """Everything a run needs to be repeated or resumed; stored with the run as JSON."""
+
+    dataset: str
+    strategies: list[str]
+    budgets: list[int]
+    seeds: int = 1
+    limit: int | None = None
+    task: str | None = None
+    question_field: str | None = None
+    answer_field: str | None = None
+    choices_field: str | None = None
+    model: str | None = None
+    backend_url: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    concurrency: int = 8
+    subsamples: int = 20
+
+    def validate(self, scorers: dict[str, Callable[[], Scorer]] | None = None) -> list[StrategySpec]:
+        """Check every setting (one-line errors naming the parameter); the parsed specs."""
+        specs = parse_strategies(self.strategies, scorers=scorers)
+        self.strategies = [s.label for s in specs]
+        self.budgets = parse_budgets(self.budgets)
+        for name, value, lo in (("seeds", self.seeds, 1), ("concurrency", self.concurrency, 1),
+                                ("subsamples", self.subsamples, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ConfigError(name, f"got {value!r}", f"an integer >= {lo}")
+        self.sampling_params()
+        return specs
+
+    def sampling_params(self) -> SamplingParams:
+        return SamplingParams(**self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def start_run(store: Store, config: EvalConfig, problems: list[Problem], *, chat: bool = True,
+              scorers: dict[str, Callable[[], Scorer]] | None = None) -> str:
+    """Validate ``config``, create the run and store its problems (with their prompts)."""
+    config.validate(scorers)
+    if not problems:
+        raise ConfigError("dataset", "holds no problems", "a dataset with at least one problem")
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("dataset", "problem ids are not unique", "unique ids")
+    run_id = store.create_run(config.to_dict())
+    params = config.sampling_params()
+    rows = []
+    for pos, p in enumerate(problems):
+        req = build_request(p, params, chat=chat, seed=None)
+        prompt = json.dumps(req.messages, ensure_ascii=False) if req.messages is not None else req.prompt
+        data = {"id": p.id, "question": p.question, "messages": p.messages, "task": p.task, "reference": p.reference,
+                "choices": p.choices, "metadata": p.metadata}
+        rows.append({"problem_id": p.id, "position": pos, "data": data, "prompt": prompt})
+    store.put_problems(run_id, rows)
+    return run_id
+
+
+def _problem_from_row(row: dict[str, Any]) -> Problem:
+    d = row["data"]
+    return Problem(question=d.get("question"), messages=d.get("messages"), id=str(d["id"]), task=d.get("task", "math"),
+                   reference=d.get("reference"), choices=d.get("choices"), metadata=dict(d.get("metadata") or {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Subsampling.
+
+
+def subsample_indices(pool_size: int, n: int, repeats: int, *seed_parts: object) -> list[tuple[int, ...]]:
+    """Subsets of size ``n`` of ``range(pool_size)``, each sorted: all ``C(pool_size, n)`` of them
+    when there are at most ``repeats``, else ``repeats`` uniform draws (without replacement
+    within a subset) from a generator seeded by ``seed_parts``."""
+    if n > pool_size:
+        raise ValueError("subsample larger than the pool")
+    if math.comb(pool_size, n) <= repeats:
+        return list(itertools.combinations(range(pool_size), n))
+    rng = make_rng("subsample", *seed_parts)
+    return [tuple(sorted(int(i) for i in rng.choice(pool_size, size=n, replace=False))) for _ in range(repeats)]
+
+
+class _FoldedTask(AnswerTask):
+    """A task whose equivalence classes were computed once over a whole pool, so selection over
+    its subsamples compares class keys instead of calling math-verify again."""
+
+    def __init__(self, base: AnswerTask, answers: list[str | None]):
+        self.base = base
+        self.name = base.name
+        ids = group_answers(base, answers)
+        self.key = {a: f"class{k}" for a, k in zip(answers, ids) if a is not None}
+
+    def extract(self, text: str) -> str | None:
+        return self.base.extract(text)
+
+    def canonical(self, answer: str) -> str:
+        return self.key.get(answer) or self.base.canonical(answer)
+
+    def equivalent(self, a: str, b: str) -> bool:
+        return self.canonical(a) == self.canonical(b)
+
+
+# ---------------------------------------------------------------------------------------------
+# The harness.
+
+
+@dataclass
+class Progress:
+    """What the progress callback sees."""
+
+    done: int
+    total: int
+    samples: int
+    results: int
+    seconds: float
+
+
+class _Harness:
+    def __init__(self, store: Store, run_id: str, config: EvalConfig, specs: list[StrategySpec],
+                 problems: list[Problem], generator: Generator, *, scorers: dict[str, Callable[[], Scorer]],
+                 on_progress: Callable[[Progress], None] | None):
+        self.store = store
+        self.run_id = run_id
+        self.config = config
+        self.specs = specs
+        self.problems = problems
+        self.gen = generator
+        self.scorer_factories = scorers
+        self.on_progress = on_progress
+        self.params = config.sampling_params()
+        self.budgets = config.budgets
+        self.pool_size = max(config.budgets)
+        self.pooled = [s for s in specs if s.pooled]
+        self.done_keys = store.result_keys(run_id)
+        self.items_done = 0
+        self.samples_new = 0
+        self.results_new = 0
+        self.started = time.monotonic()
+        self.code_grader: Scorer | None = None
+
+    # -- helpers ------------------------------------------------------------------------
+    def _scorer(self, name: str | None) -> Scorer | None:
+        if name is None:
+            return None
+        factory = self.scorer_factories.get(name)
+        return factory() if factory is not None else get_scorer(name)
+
+    def _context(self, problem: Problem, seed: int, n: int, scorer: Scorer | None = None) -> Context:
+        return Context(problem=problem, generator=self.gen, task=get_task(problem.task), params=self.params, n=n,
+                       seed=seed, budget=Budget(), scorer=scorer)
+
+    def _progress(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(Progress(done=self.items_done, total=len(self.problems) * self.config.seeds,
+                                      samples=self.samples_new, results=self.results_new,
+                                      seconds=time.monotonic() - self.started))
+
+    async def _grade(self, problem: Problem, texts: list[str], answers: list[str | None]) -> list[bool]:
+        """Whether each solution is correct (never seen by any strategy)."""
+        task = get_task(problem.task)
+        if problem.task == "code" and "code-tests" in SCORERS:
+            if self.code_grader is None:
+                self.code_grader = get_scorer("code-tests")
+            ctx = self._context(problem, 0, len(texts))
+            scores = await self.code_grader.score(problem, texts, ctx)
+            return [a is not None and s is not None and s >= -1e-9 for a, s in zip(answers, scores)]
+        return [task.is_correct(a, problem.reference) for a in answers]
+
+    @staticmethod
+    def _answer_correct(answer: str | None, graded: dict[str, bool], task: AnswerTask, problem: Problem) -> bool:
+        """A chosen answer is correct when a graded sample with that answer is."""
+        if answer is None:
+            return False
+        if answer in graded:
+            return graded[answer]
+        key = task.canonical(answer)
+        for a, ok in graded.items():
+            if task.canonical(a) == key:
+                return ok
+        return task.is_correct(answer, problem.reference) if problem.task != "code" else False
+
+    # -- the grid -----------------------------------------------------------------------
+    async def run(self) -> None:
+        sem = asyncio.Semaphore(self.config.concurrency)
+
+        async def item(problem: Problem, seed: int) -> None:
+            async with sem:
+                for attempt in range(RETRIES + 1):
+                    try:
+                        await self._item(problem, seed)
+                        break
+                    except BackendError as e:  # e.g. the KV cache was full: what is stored stays
+                        if not e.retryable or attempt == RETRIES:
+                            raise
+                        log.warning("problem %s seed %d: %s; retrying", problem.id, seed, e)
+                        await asyncio.sleep(0.5 * 2**attempt)
+            self.items_done += 1
+            self._progress()
+
+        self._progress()
+        async with asyncio.TaskGroup() as tg:
+            for problem in self.problems:
+                for seed in range(self.config.seeds):
+                    tg.create_task(item(problem, seed))
+
+    async def _item(self, problem: Problem, seed: int) -> None:
+        jobs = []
+        if self.pooled and any((s.label, b, seed, problem.id) not in self.done_keys
+                               for s in self.pooled for b in self.budgets):
+            jobs.append(self._pool(problem, seed))
+        for spec in self.specs:
+            if spec.pooled:
+                continue
+            if spec.greedy:
+                if seed == 0 and (spec.label, 1, 0, problem.id) not in self.done_keys:
+                    jobs.append(self._single(problem, 0, spec, 1, pool=GREEDY))
+                continue
+            for b in self.budgets:
+                if (spec.label, b, seed, problem.id) not in self.done_keys:
+                    jobs.append(self._single(problem, seed, spec, b, pool=f"{spec.label}@{b}"))
+        if jobs:
+            await asyncio.gather(*jobs)
+
+    # -- pooled strategies ----------------------------------------------------------------
+    async def _pool(self, problem: Problem, seed: int) -> None:
+        M = self.pool_size
+        stored = {s["idx"]: s for s in self.store.get_samples(self.run_id, problem_id=problem.id, seed=seed, pool=POOL)}
+        missing = [i for i in range(M) if i not in stored]
+        if missing:
+            ctx = self._context(problem, seed, M)
+            task = ctx.task
+            reqs = [ctx.sample_request(i) for i in missing]
+            last = time.monotonic()
+            async for j, c in ctx.stream(reqs):
+                now = time.monotonic()
+                answer = task.extract(c.text)
+                (correct,) = await self._grade(problem, [c.text], [answer])
+                row = {"problem_id": problem.id, "seed": seed, "pool": POOL, "idx": missing[j], "text": c.text,
+                       "answer": answer, "correct": correct, "finish_reason": c.finish_reason,
+                       "generated_tokens": c.generated_tokens, "prompt_tokens": c.prompt_tokens, "logprob": c.logprob,
+                       "sample_seed": c.seed, "seconds": now - last}
+                last = now
+                self.store.put_samples(self.run_id, [row])
+                self.samples_new += 1
+            stored = {s["idx"]: s for s in self.store.get_samples(self.run_id, problem_id=problem.id, seed=seed, pool=POOL)}
+            if len(stored) < M:
+                raise ConfigError("generator", f"returned {len(stored)} of {M} samples for problem {problem.id}",
+                                  "a generator that completes every request")
+        # score the pool once per scorer the specs use
+        for name in sorted({s.scorer for s in self.pooled if s.scorer is not None}):
+            todo = [i for i in range(M) if name not in stored[i]["scores"]]
+            if not todo:
+                continue
+            scorer = self._scorer(name)
+            ctx = self._context(problem, seed, M, scorer)
+            t0 = time.monotonic()
+            scores = await scorer.score(problem, [stored[i]["text"] for i in todo], ctx)
+            u, dt, k = ctx.usage, time.monotonic() - t0, len(todo)
+            cost = {"generated_tokens": u.generated_tokens / k, "prompt_tokens": u.prompt_tokens / k,
+                    "calls": u.calls / k, "seconds": dt / k}
+            self.store.set_scores(self.run_id, problem.id, seed, POOL, name, dict(zip(todo, scores)),
+                                  {i: cost for i in todo})
+            for i, s in zip(todo, scores):
+                stored[i]["scores"][name] = s
+                stored[i]["score_costs"][name] = cost
+        self._pool_results(problem, seed, [stored[i] for i in range(M)])
+
+    def _pool_results(self, problem: Problem, seed: int, pool: list[dict[str, Any]]) -> None:
+        base = get_task(problem.task)
+        answers = [s["answer"] for s in pool]
+        task = _FoldedTask(base, answers)
+        graded: dict[str, bool] = {}
+        for s in pool:
+            if s["answer"] is not None:
+                graded.setdefault(s["answer"], s["correct"])
+        rows = []
+        for spec in self.pooled:
+            cands = [Candidate(text=s["text"], answer=s["answer"], index=s["idx"], logprob=s["logprob"] or 0.0,
+                               score=(s["scores"].get(spec.scorer) if spec.scorer else None),
+                               generated_tokens=s["generated_tokens"], finish_reason=s["finish_reason"] or "stop",
+                               seed=s["sample_seed"]) for s in pool]
+            costs = [self._sample_cost(s, spec.scorer) for s in pool]
+            for b in self.budgets:
+                if (spec.label, b, seed, problem.id) in self.done_keys:
+                    continue
+                subsets = subsample_indices(len(pool), b, self.config.subsamples, seed, problem.id, len(pool), b)
+                correct, chosen = [], []
+                cost = {"generated_tokens": 0.0, "prompt_tokens": 0.0, "calls": 0.0, "seconds": 0.0}
+                for sub in subsets:
+                    res = select_from(spec.strategy, [cands[i] for i in sub], task, spec.options)
+                    ok = any(self._answer_correct(a, graded, base, problem) for a in res.answers[: spec.k]) \
+                        if spec.k > 1 else self._answer_correct(res.answer, graded, base, problem)
+                    correct.append(1.0 if ok else 0.0)
+                    chosen.append(res)
+                    for i in sub:
+                        for key in cost:
+                            cost[key] += costs[i][key]
+                r = len(subsets)
+                mean = sum(correct) / r
+                var = sum((c - mean) ** 2 for c in correct) / r
+                first = chosen[0]  # at the largest budget: the whole pool
+                rows.append({"strategy": spec.label, "budget": b, "seed": seed, "problem_id": problem.id,
+                             "answer": first.answer, "answers": first.answers[: max(spec.k, 1)], "correct": mean,
+                             "correct_var": var, "subsamples": r, "pooled": True, "samples": float(b),
+                             **{k: v / r for k, v in cost.items()}, "stopped_early": False})
+        self.store.put_results(self.run_id, rows)
+        self.results_new += len(rows)
+
+    @staticmethod
+    def _sample_cost(s: dict[str, Any], scorer: str | None) -> dict[str, float]:
+        sc = s["score_costs"].get(scorer, {}) if scorer else {}
+        return {"generated_tokens": s["generated_tokens"] + sc.get("generated_tokens", 0.0),
+                "prompt_tokens": (s["prompt_tokens"] or 0) + sc.get("prompt_tokens", 0.0),
+                "calls": 1.0 + sc.get("calls", 0.0),
+                "seconds": (s["seconds"] or 0.0) + sc.get("seconds", 0.0)}
+
+    # -- strategies run per budget --------------------------------------------------------
+    async def _single(self, problem: Problem, seed: int, spec: StrategySpec, budget: int, *, pool: str) -> None:
+        scorer = self._scorer(spec.scorer)
+        result = await run_strategy(problem, self.gen, spec.strategy, n=budget, scorer=scorer, params=self.params,
+                                    seed=seed, options=spec.options)
+        task = get_task(problem.task)
+        texts = [c.text for c in result.candidates]
+        answers = [c.answer if c.answer is not None else None for c in result.candidates]
+        grades = await self._grade(problem, texts, answers) if texts else []
+        graded: dict[str, bool] = {}
+        for a, ok in zip(answers, grades):
+            if a is not None:
+                graded.setdefault(a, ok)
+        samples = [{"problem_id": problem.id, "seed": seed, "pool": pool, "idx": j, "text": c.text, "answer": c.answer,
+                    "correct": ok, "finish_reason": c.finish_reason, "generated_tokens": c.generated_tokens,
+                    "prompt_tokens": None, "logprob": c.logprob, "sample_seed": c.seed, "seconds": None,
+                    "scores": ({spec.scorer: c.score} if spec.scorer and c.score is not None else {})}
+                   for j, (c, ok) in enumerate(zip(result.candidates, grades))]
+        if spec.k > 1:
+            ok = any(self._answer_correct(a, graded, task, problem) for a in result.answers[: spec.k])
+        else:
+            ok = self._answer_correct(result.answer, graded, task, problem)
+        u = result.usage
+        row = {"strategy": spec.label, "budget": budget, "seed": seed, "problem_id": problem.id,
+               "answer": result.answer, "answers": result.answers[: max(spec.k, 1)], "correct": 1.0 if ok else 0.0,
+               "correct_var": None, "subsamples": 1, "pooled": False, "samples": float(len(result.candidates)),
+               "generated_tokens": float(u.generated_tokens), "prompt_tokens": float(u.prompt_tokens),
+               "calls": float(u.calls), "seconds": float(u.seconds), "stopped_early": result.stopped_early}
+        with self.store.transaction():
+            self.store.put_samples(self.run_id, samples, commit=False)
+            self.store.put_results(self.run_id, [row], commit=False)
+        self.samples_new += len(samples)
+        self.results_new += 1
+
+
+async def run_eval(store: Store, run_id: str, generator: Generator, *,
+                   scorers: dict[str, Callable[[], Scorer]] | None = None,
+                   on_progress: Callable[[Progress], None] | None = None,
+                   concurrency: int | None = None) -> dict[str, int]:
+    """Run (or resume) ``run_id`` with ``generator`` until every result is stored.
+
+    ``scorers`` adds scorer factories by name (e.g. ``{"oracle": OracleScorer}`` in tests);
+    ``concurrency`` overrides the stored number of problems in flight (it changes no result).
+    The run's status becomes ``done``, or ``interrupted``/``failed`` if it stops early. Returns
+    the run's row counts.
+    """
+    scorers = scorers or {}
+    run = store.get_run(run_id)
+    config = EvalConfig.from_dict(run["config"])
+    specs = config.validate(scorers)
+    if concurrency is not None:
+        config.concurrency = concurrency
+    problems = [_problem_from_row(r) for r in store.get_problems(run_id)]
+    h = _Harness(store, run_id, config, specs, problems, generator, scorers=scorers, on_progress=on_progress)
+    status = "failed"
+    try:
+        await h.run()
+        status = "done"
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        status = "interrupted"
+        raise
+    except BaseException as e:
+        # a TaskGroup wraps what its tasks raised; an interrupt inside stays an interrupt
+        if isinstance(e, BaseExceptionGroup) and e.subgroup((KeyboardInterrupt, asyncio.CancelledError)) is not None:
+            status = "interrupted"
+        raise
+    finally:
+        store.set_status(run_id, status, add_seconds=time.monotonic() - h.started)
+    return store.counts(run_id)
+
+
+def metrics_inputs(store: Store, run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """``(results, samples)`` for :func:`infscale.evaluation.metrics.summarize`: every stored
+    result row, and the independent pool samples (``problem_id``, ``seed``, ``answer``,
+    ``correct``) for coverage / pass@k and majority@k, or ``None`` when the run has no pool."""
+    results = store.get_results(run_id)
+    pool = [{"problem_id": s["problem_id"], "seed": s["seed"], "idx": s["idx"], "answer": s["answer"],
+             "correct": s["correct"]}
+            for s in store.get_samples(run_id, pool=POOL)]
+    return results, (pool or None)

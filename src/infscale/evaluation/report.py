@@ -1,0 +1,454 @@
+"""Reports of an evaluation run: terminal tables and one self-contained HTML page.
+
+Both take the summary of :func:`infscale.evaluation.metrics.summarize`. The HTML page needs no
+network: its CSS is inline and its plots are inline SVG drawn here, with no JavaScript.
+
+Every plot is an ``<svg data-plot="NAME">`` with a ``<rect class="plot-area">``; each data point is
+one element of class ``mark`` carrying ``data-x`` / ``data-y`` (the data values) and
+``data-series``; axis titles are ``<text class="axis-label">``. Tests render the page in headless
+Chromium and check exactly these, so keep them when changing the drawing.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .metrics import power_law_coverage
+
+__all__ = ["terminal_report", "write_html_report"]
+
+# Okabe & Ito (2008) colour-blind-safe palette.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+
+
+# --------------------------------------------------------------------------------------------
+# Terminal
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "-"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _interval(iv: Sequence[float] | None, digits: int = 3) -> str:
+    if not iv:
+        return "-"
+    return f"[{iv[0]:.{digits}f}, {iv[1]:.{digits}f}]"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
+    """Fixed-width table: the first ``left`` columns left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(parts).rstrip()
+
+    return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+
+
+def _fit_line(fit: Mapping[str, Any] | None) -> str:
+    if not fit:
+        return "fit: none"
+    if fit.get("a") is None:
+        return f"fit: none ({fit.get('reason')})"
+    r2 = "-" if fit.get("r2") is None else f"{fit['r2']:.4f}"
+    return (
+        f"fit: coverage(k) = exp({fit['a']:.4f} * k^{fit['b']:.4f})   "
+        f"rmse {fit['rmse']:.4f}  R^2 {r2}  ({fit['n_points']} points)"
+    )
+
+
+def terminal_report(summary: Mapping[str, Any], *, title: str = "") -> str:
+    """Fixed-width tables: accuracy with intervals, cost per problem, coverage with its fit, and
+    the paired comparisons, as one string ready to print."""
+    conf = summary.get("conf", 0.95)
+    pct = f"{100 * conf:g}%"
+    out: list[str] = []
+    if title:
+        out += [title, "=" * len(title), ""]
+    cells = summary.get("cells") or []
+    if not cells:
+        out.append("No results.")
+    else:
+        out.append(f"Accuracy (mean over seeds per problem; {pct} intervals over problems)")
+        out += _table(
+            ["strategy", "budget", "problems", "seeds", "accuracy", f"Wilson {pct}", f"Beta {pct}"],
+            [
+                [c["strategy"], str(c["budget"]), str(c["problems"]), str(c["seeds"]), _fmt(c["accuracy"]),
+                 _interval(c.get("wilson")), _interval(c.get("beta"))]
+                for c in cells
+            ],
+        )
+        out += ["", "Cost per problem (means)"]
+        out += _table(
+            ["strategy", "budget", "generated tokens", "prompt tokens", "calls", "seconds"],
+            [
+                [c["strategy"], str(c["budget"]), _fmt(c["generated_tokens"], 1), _fmt(c["prompt_tokens"], 1),
+                 _fmt(c["calls"], 2), _fmt(c["seconds"], 3)]
+                for c in cells
+            ],
+        )
+    cov = summary.get("coverage")
+    out.append("")
+    if not cov:
+        out.append("Coverage: no pooled samples.")
+    else:
+        out.append(
+            f"Coverage (unbiased pass@k over pooled samples; {cov.get('problems', '?')} problems, "
+            f">= {cov.get('min_samples', '?')} samples each)"
+        )
+        rows = [["coverage", *(_fmt(v) for v in cov["coverage"])]]
+        if cov.get("majority"):
+            rows.append(["majority@k", *(_fmt(v) for v in cov["majority"]["accuracy"])])
+        out += _table(["k", *(str(k) for k in cov["ks"])], rows)
+        out.append(_fit_line(cov.get("fit")))
+    comps = summary.get("comparisons") or []
+    if comps:
+        out += ["", f"Paired comparisons (strategy - baseline on the same problems; {pct} interval)"]
+        out += _table(
+            ["strategy", "baseline", "budget", "n", "diff", "interval", "p", "W/L/T", "test"],
+            [
+                [c["strategy"], c["baseline"], str(c["budget"]), str(c["n"]), f"{c['diff']:+.3f}",
+                 _interval(c["interval"]), f"{c['p_value']:.4g}", f"{c['wins']}/{c['losses']}/{c['ties']}", c["test"]]
+                for c in comps
+            ],
+            left=2,
+        )
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# SVG plots
+# --------------------------------------------------------------------------------------------
+
+W, H = 760, 430
+LEFT, RIGHT, TOP, BOTTOM = 70, 215, 24, 62  # margins; the legend lives in the right one
+PX0, PX1, PY0, PY1 = LEFT, W - RIGHT, TOP, H - BOTTOM  # plot area (y grows downwards)
+
+
+def _esc(s: Any) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _num(v: float) -> str:
+    return f"{v:.2f}"
+
+
+def _nice_step(span: float, target: int = 5) -> float:
+    raw = span / max(target, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if raw <= m * mag:
+            return m * mag
+    return 10 * mag
+
+
+class _Axis:
+    """A data → pixel map, linear or logarithmic, with its ticks."""
+
+    def __init__(self, lo: float, hi: float, p0: float, p1: float, log: bool):
+        self.log, self.p0, self.p1 = log, p0, p1
+        self.lo, self.hi = (math.log10(lo), math.log10(hi)) if log else (lo, hi)
+
+    def __call__(self, v: float) -> float:
+        t = math.log10(v) if self.log else v
+        return self.p0 + (t - self.lo) / (self.hi - self.lo) * (self.p1 - self.p0)
+
+    def ticks(self, powers_of_two: bool = False) -> list[float]:
+        if not self.log:
+            step = _nice_step(self.hi - self.lo)
+            first = math.ceil(self.lo / step - 1e-9) * step
+            return [round(first + i * step, 10) for i in range(int((self.hi - first) / step + 1e-9) + 1)]
+        lo, hi = 10**self.lo, 10**self.hi
+        if powers_of_two:
+            e0, e1 = math.ceil(math.log2(lo) - 1e-9), math.floor(math.log2(hi) + 1e-9)
+            every = max(1, math.ceil((e1 - e0 + 1) / 9))
+            return [2.0**e for e in range(e0, e1 + 1, every)]
+        out = []
+        for mults in ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7)):
+            out = [m * 10.0**e for e in range(math.floor(self.lo) - 1, math.ceil(self.hi) + 1) for m in mults]
+            out = [t for t in out if lo <= t <= hi]
+            if len(out) >= 3:
+                break
+        return out
+
+
+def _tick_label(v: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e5 or abs(v) < 1e-3:
+        return f"{v:.0e}"
+    if float(v).is_integer():
+        return f"{int(v):,}"
+    return f"{v:g}"
+
+
+def _frame(plot: str, title: str, x: _Axis, y: _Axis, xlabel: str, ylabel: str, xticks, yticks) -> list[str]:
+    """The svg opening tag, plot area, grid, ticks and axis labels (the caller closes the svg)."""
+    s = [
+        f'<svg data-plot="{plot}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" '
+        f'width="{W}" height="{H}" role="img" aria-label="{_esc(title)}">',
+        f"<title>{_esc(title)}</title>",
+        f'<rect class="plot-area" x="{PX0}" y="{PY0}" width="{PX1 - PX0}" height="{PY1 - PY0}" />',
+    ]
+    for t in yticks:
+        py = _num(y(t))
+        s.append(f'<line class="grid" x1="{PX0}" x2="{PX1}" y1="{py}" y2="{py}" />')
+        s.append(f'<text class="tick" x="{PX0 - 6}" y="{py}" text-anchor="end" dominant-baseline="middle">{_tick_label(t)}</text>')
+    for t in xticks:
+        px = _num(x(t))
+        s.append(f'<line class="grid" x1="{px}" x2="{px}" y1="{PY0}" y2="{PY1}" />')
+        s.append(f'<text class="tick" x="{px}" y="{PY1 + 16}" text-anchor="middle">{_tick_label(t)}</text>')
+    s.append(f'<line class="axis" x1="{PX0}" x2="{PX1}" y1="{PY1}" y2="{PY1}" />')
+    s.append(f'<line class="axis" x1="{PX0}" x2="{PX0}" y1="{PY0}" y2="{PY1}" />')
+    s.append(f'<text class="axis-label" x="{_num((PX0 + PX1) / 2)}" y="{H - 16}" text-anchor="middle">{_esc(xlabel)}</text>')
+    cy = _num((PY0 + PY1) / 2)
+    s.append(
+        f'<text class="axis-label" x="18" y="{cy}" text-anchor="middle" '
+        f'transform="rotate(-90 18 {cy})">{_esc(ylabel)}</text>'
+    )
+    return s
+
+
+def _legend(entries: Sequence[tuple[str, str, str]]) -> list[str]:
+    """Legend rows right of the plot: (colour, label, style) with style "point", "line" or "dash"."""
+    s = ['<g class="legend">']
+    for i, (colour, label, style) in enumerate(entries):
+        y = PY0 + 10 + 20 * i
+        x = PX1 + 14
+        if style == "point":
+            s.append(f'<line x1="{x}" x2="{x + 22}" y1="{y}" y2="{y}" stroke="{colour}" stroke-width="2" />')
+            s.append(f'<circle cx="{x + 11}" cy="{y}" r="4" fill="{colour}" />')
+        else:
+            dash = ' stroke-dasharray="6 4"' if style == "dash" else ""
+            s.append(f'<line x1="{x}" x2="{x + 22}" y1="{y}" y2="{y}" stroke="{colour}" stroke-width="2"{dash} />')
+        short = label if len(label) <= 28 else label[:27] + "…"
+        s.append(f'<text class="legend-label" x="{x + 28}" y="{y}" dominant-baseline="middle">{_esc(short)}<title>{_esc(label)}</title></text>')
+    s.append("</g>")
+    return s
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _accuracy_plot(summary: Mapping[str, Any]) -> str:
+    cells = [c for c in summary.get("cells") or [] if _finite(c.get("accuracy")) and _finite(c.get("generated_tokens"))]
+    if not cells:
+        return '<p class="plot-empty" data-plot-empty="accuracy">No results to plot: the run has no scored problems.</p>'
+    conf = summary.get("conf", 0.95)
+    xs = [float(c["generated_tokens"]) for c in cells]
+    lo, hi = min(xs), max(xs)
+    log = lo > 0 and hi / lo >= 4
+    if log:
+        x = _Axis(lo / 1.35, hi * 1.35, PX0, PX1, log=True)
+    else:
+        span = hi - lo if hi > lo else max(abs(hi), 1.0)
+        a, b = max(0.0, lo - 0.12 * span) if lo >= 0 else lo - 0.12 * span, hi + 0.12 * span
+        x = _Axis(a, b, PX0, PX1, log=False)
+    y = _Axis(0.0, 1.0, PY1, PY0, log=False)
+    title = "Accuracy vs generated tokens per problem"
+    s = _frame(
+        "accuracy", title, x, y,
+        "Mean generated tokens per problem" + (" (log scale)" if log else ""),
+        f"Accuracy ({100 * conf:g}% Wilson interval)",
+        x.ticks(), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+    )
+    strategies = list(dict.fromkeys(c["strategy"] for c in cells))
+    legend = []
+    for i, strat in enumerate(strategies):
+        colour = PALETTE[i % len(PALETTE)]
+        legend.append((colour, strat, "point"))
+        series = sorted((c for c in cells if c["strategy"] == strat), key=lambda c: (c["budget"], c["generated_tokens"]))
+        s.append(f'<g class="series" data-series="{_esc(strat)}">')
+        if len(series) > 1:
+            pts = " ".join(f"{_num(x(c['generated_tokens']))},{_num(y(c['accuracy']))}" for c in series)
+            s.append(f'<polyline class="series-line" points="{pts}" fill="none" stroke="{colour}" stroke-width="2" />')
+        for c in series:
+            px, py = _num(x(c["generated_tokens"])), _num(y(c["accuracy"]))
+            iv = c.get("wilson") or [c["accuracy"], c["accuracy"]]
+            ylo, yhi = _num(y(iv[0])), _num(y(iv[1]))
+            cap0, cap1 = _num(float(px) - 4), _num(float(px) + 4)
+            s.append(
+                f'<path class="errorbar" d="M{px},{ylo}V{yhi}M{cap0},{ylo}H{cap1}M{cap0},{yhi}H{cap1}" '
+                f'stroke="{colour}" stroke-width="1.3" fill="none" />'
+            )
+            tip = (
+                f"{strat}, budget {c['budget']}: accuracy {c['accuracy']:.3f} "
+                f"[{iv[0]:.3f}, {iv[1]:.3f}], {c['generated_tokens']:.1f} generated tokens/problem, "
+                f"{c['problems']} problems"
+            )
+            s.append(
+                f'<circle class="mark" cx="{px}" cy="{py}" r="4.5" fill="{colour}" '
+                f'data-series="{_esc(strat)}" data-budget="{c["budget"]}" data-x="{c["generated_tokens"]!r}" '
+                f'data-y="{c["accuracy"]!r}" data-lo="{iv[0]!r}" data-hi="{iv[1]!r}"><title>{_esc(tip)}</title></circle>'
+            )
+            s.append(f'<text class="point-label" x="{_num(float(px) + 6)}" y="{_num(float(py) - 7)}">{c["budget"]}</text>')
+        s.append("</g>")
+    s += _legend(legend)
+    s.append(f'<text class="note" x="{PX1 + 14}" y="{PY1 - 4}">point labels: budget</text>')
+    s.append("</svg>")
+    return "\n".join(s)
+
+
+def _coverage_plot(summary: Mapping[str, Any]) -> str:
+    cov = summary.get("coverage")
+    if not cov or not cov.get("ks"):
+        return (
+            '<p class="plot-empty" data-plot-empty="coverage">No coverage curve: the run stored no pooled '
+            "samples (coverage needs every sample's correctness).</p>"
+        )
+    ks = [float(k) for k in cov["ks"]]
+    x = _Axis(min(ks) / 1.4, max(ks) * 1.4, PX0, PX1, log=True)
+    y = _Axis(0.0, 1.0, PY1, PY0, log=False)
+    s = _frame(
+        "coverage", "Coverage vs samples per problem", x, y,
+        "Samples per problem k (log scale)", "Coverage (pass@k) and majority@k",
+        x.ticks(powers_of_two=True), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+    )
+    legend = []
+    series = [("coverage", cov["coverage"], PALETTE[0], "coverage (pass@k)")]
+    if cov.get("majority"):
+        series.append(("majority@k", cov["majority"]["accuracy"], PALETTE[1], "majority@k"))
+    fit = cov.get("fit") or {}
+    if fit.get("a") is not None:
+        grid = [min(ks) * (max(ks) / min(ks)) ** (i / 80) for i in range(81)] if max(ks) > min(ks) else [min(ks)]
+        vals = power_law_coverage(grid, fit["a"], fit["b"])
+        d = "M" + " L".join(f"{_num(x(k))},{_num(y(v))}" for k, v in zip(grid, vals))
+        s.append(f'<path class="fit" d="{d}" fill="none" stroke="{PALETTE[2]}" stroke-width="2" stroke-dasharray="6 4" />')
+        legend.append((PALETTE[2], f"fit exp(a·k^b): a={fit['a']:.3f}, b={fit['b']:.3f}", "dash"))
+        r2 = "-" if fit.get("r2") is None else f"{fit['r2']:.3f}"
+        legend.append(("transparent", f"rmse {fit['rmse']:.4f}, R² {r2}, {fit['n_points']} pts", "line"))
+    else:
+        legend.append(("transparent", f"no fit: {fit.get('reason', 'none')}", "line"))
+    for name, values, colour, label in series:
+        legend.insert(len(legend) if name != "coverage" else 0, (colour, label, "point"))
+        s.append(f'<g class="series" data-series="{_esc(name)}">')
+        pts = " ".join(f"{_num(x(k))},{_num(y(v))}" for k, v in zip(ks, values))
+        if len(ks) > 1:
+            s.append(f'<polyline class="series-line" points="{pts}" fill="none" stroke="{colour}" stroke-width="1.5" />')
+        for k, v in zip(ks, values):
+            tip = f"{label} at k={int(k)}: {v:.3f}"
+            s.append(
+                f'<circle class="mark" cx="{_num(x(k))}" cy="{_num(y(v))}" r="4.5" fill="{colour}" '
+                f'data-series="{_esc(name)}" data-x="{int(k)}" data-y="{v!r}"><title>{_esc(tip)}</title></circle>'
+            )
+        s.append("</g>")
+    s += _legend(legend)
+    s.append("</svg>")
+    return "\n".join(s)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML tables and page
+# --------------------------------------------------------------------------------------------
+
+
+def _html_table(name: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "\n".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table data-table="{name}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
+       max-width: 980px; margin: 24px auto; padding: 0 16px; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; }
+table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums; }
+th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+table[data-table="meta"] td, table[data-table="meta"] th { text-align: left; }
+.plot-area { fill: #fbfbfb; stroke: #ccc; }
+.grid { stroke: #e6e6e6; stroke-width: 1; }
+.axis { stroke: #555; stroke-width: 1; }
+.tick { font-size: 11px; fill: #555; }
+.axis-label { font-size: 13px; fill: #222; }
+.legend-label, .note { font-size: 11.5px; fill: #333; }
+.point-label { font-size: 10px; fill: #444; }
+.mark { stroke: #fff; stroke-width: 1; }
+.plot-empty { padding: 16px; background: #f6f6f6; border: 1px dashed #bbb; }
+.caption { color: #555; font-size: 12.5px; max-width: 760px; }
+"""
+
+
+def write_html_report(summary: Mapping[str, Any], path: str | Path, *, title: str, meta: Mapping[str, Any]) -> Path:
+    """Write one self-contained HTML page (inline CSS and SVG, no scripts, no network) and return
+    its path: run metadata, accuracy vs generated tokens per strategy with intervals, coverage vs
+    k with the power-law fit, the accuracy and cost tables and the paired comparisons."""
+    path = Path(path)
+    conf = summary.get("conf", 0.95)
+    pct = f"{100 * conf:g}%"
+    cells = summary.get("cells") or []
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head><body>",
+        f"<h1>{_esc(title)}</h1>",
+    ]
+    if meta:
+        rows = "\n".join(f"<tr><th>{_esc(k)}</th><td>{_esc(_fmt(v))}</td></tr>" for k, v in meta.items())
+        parts.append(f'<table data-table="meta">\n{rows}\n</table>')
+    parts += [
+        "<h2>Accuracy vs generated tokens</h2>",
+        _accuracy_plot(summary),
+        f'<p class="caption">One series per strategy; points are budgets (labelled), x is the mean number of '
+        f"generated tokens per problem, error bars are {pct} Wilson intervals over problems (per-problem "
+        "scores averaged over seeds first).</p>",
+        "<h2>Coverage vs samples</h2>",
+        _coverage_plot(summary),
+        '<p class="caption">Coverage is the mean unbiased pass@k (Chen et al. 2021) over the pooled samples of '
+        "each problem; the dashed curve is the exponentiated power law log(coverage) = a·k^b fitted as in "
+        "Brown et al. 2024 (Large Language Monkeys). majority@k is the expected accuracy of a k-sample "
+        "majority vote drawn from the same pools.</p>",
+        "<h2>Accuracy</h2>",
+    ]
+    if cells:
+        parts.append(_html_table(
+            "accuracy",
+            ["strategy", "budget", "problems", "seeds", "accuracy", f"Wilson {pct}", f"Beta {pct}"],
+            [[c["strategy"], str(c["budget"]), str(c["problems"]), str(c["seeds"]), _fmt(c["accuracy"]),
+              _interval(c.get("wilson")), _interval(c.get("beta"))] for c in cells],
+        ))
+        parts += ["<h2>Cost per problem</h2>", _html_table(
+            "cost",
+            ["strategy", "budget", "accuracy", "generated tokens", "prompt tokens", "calls", "seconds"],
+            [[c["strategy"], str(c["budget"]), _fmt(c["accuracy"]), _fmt(c["generated_tokens"], 1),
+              _fmt(c["prompt_tokens"], 1), _fmt(c["calls"], 2), _fmt(c["seconds"], 3)] for c in cells],
+        )]
+    else:
+        parts += ['<p class="plot-empty" data-plot-empty="cost">No results.</p>']
+    comps = summary.get("comparisons") or []
+    if comps:
+        parts += [f"<h2>Paired comparisons (strategy − baseline, {pct} interval)</h2>", _html_table(
+            "comparisons",
+            ["strategy", "baseline", "budget", "problems", "difference", "interval", "p-value", "wins/losses/ties", "test"],
+            [[c["strategy"], c["baseline"], str(c["budget"]), str(c["n"]), f"{c['diff']:+.3f}", _interval(c["interval"]),
+              f"{c['p_value']:.4g}", f"{c['wins']}/{c['losses']}/{c['ties']}", c["test"]] for c in comps],
+        )]
+    cov = summary.get("coverage")
+    if cov:
+        rows = [["coverage", *(_fmt(v) for v in cov["coverage"])]]
+        if cov.get("majority"):
+            rows.append(["majority@k", *(_fmt(v) for v in cov["majority"]["accuracy"])])
+        parts += ["<h2>Coverage table</h2>", _html_table("coverage", ["k", *(str(k) for k in cov["ks"])], rows),
+                  f'<p class="caption">{_esc(_fit_line(cov.get("fit")))}</p>']
+    parts.append('<p class="caption">Formulas and references: docs/evaluation-metrics.md.</p>')
+    parts.append("</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return path
+

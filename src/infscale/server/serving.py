@@ -1,0 +1,513 @@
+"""The service behind the routes: request -> plan -> ``infscale.run`` -> OpenAI response.
+
+A request is turned into a :class:`Plan` (which strategy, how wide, which scorer and task,
+the sampling parameters and limits) before it takes a concurrency slot, so the caller's
+mistakes never wait in the queue. The plan's :class:`~infscale.types.Problem` is run by the
+shared runner, with the generator wrapped in a meter that counts every completion (strategy
+and scorer calls alike) for the metrics and for streamed progress.
+
+Model names: ``STRATEGY[-BUDGET]:MODEL`` (``majority-8:smollm2-135m``), parsed generically
+against the strategy registry: split on the first ``:``, then the longest registered strategy
+name that the head equals, or that is followed by ``-N``. Anything else is a plain model name
+(a model name may contain ``:`` itself, e.g. ``llama3:8b``). A plain model name samples
+``n`` independent completions (OpenAI's meaning of ``n``; greedy when ``temperature`` is 0
+and ``n`` is 1); with a strategy, ``n`` asks for the ``n`` best answers of its distribution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..answers import get_task, group_answers
+from ..backends.base import Generator, OnFinish
+from ..errors import ConfigError
+from ..params import Budget, SamplingParams
+from ..scorers import get_scorer
+from ..strategies import STRATEGIES, get_strategy
+from ..strategies.runner import run
+from ..types import Candidate, Completion, GenRequest, Problem, Result
+from .errors import ApiError
+from .metrics import Metrics
+from .protocol import ChatCompletionRequest, CompletionRequest
+
+__all__ = ["ServerConfig", "Plan", "Service", "Admission", "Progress", "parse_model_name", "usage_dict"]
+
+_BUDGET_SUFFIX = re.compile(r"[0-9]{1,9}")
+
+
+def parse_model_name(name: str, strategies: Mapping[str, Any] | None = None) -> tuple[str | None, int | None, str]:
+    """``(strategy, budget, model)`` from ``STRATEGY[-BUDGET]:MODEL``; ``(None, None, name)``
+    for a plain model name. The longest registered strategy name wins (``best-of-n-4`` is
+    ``best-of-n`` with budget 4, even if a strategy ``best`` exists)."""
+    names = STRATEGIES if strategies is None else strategies
+    head, sep, rest = name.partition(":")
+    if not sep or not rest:
+        return None, None, name
+    for s in sorted(names, key=len, reverse=True):
+        if head == s:
+            return s, None, rest
+        if head.startswith(s + "-") and _BUDGET_SUFFIX.fullmatch(head[len(s) + 1:]):
+            return s, int(head[len(s) + 1:]), rest
+    return None, None, name
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits and defaults of one server; every value is checked (ConfigError names it)."""
+
+    max_concurrency: int = 16
+    max_queue: int = 64
+    max_budget: int = 64
+    max_body_bytes: int = 1 << 20
+    max_tokens_limit: int = 4096
+    default_max_tokens: int = 256
+    default_budget: int = 8
+    default_task: str = "math"
+    default_temperature: float = 0.7
+    shutdown_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name, lo in (("max_concurrency", 1), ("max_queue", 0), ("max_budget", 1), ("max_body_bytes", 256),
+                         ("max_tokens_limit", 1), ("default_max_tokens", 1), ("default_budget", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigError(name.replace("_", "-"), f"got {v!r}", f"an integer >= {lo}")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ConfigError("default-max-tokens", f"{self.default_max_tokens} exceeds max-tokens-limit "
+                              f"{self.max_tokens_limit}", "a value <= max-tokens-limit")
+        if self.default_budget > self.max_budget:
+            raise ConfigError("default-budget", f"{self.default_budget} exceeds max-budget {self.max_budget}",
+                              "a value <= max-budget")
+        get_task(self.default_task)
+        SamplingParams(temperature=self.default_temperature)
+        if not (isinstance(self.shutdown_timeout, (int, float)) and self.shutdown_timeout >= 0):
+            raise ConfigError("shutdown-timeout", f"got {self.shutdown_timeout!r}", "seconds >= 0")
+
+
+@dataclass
+class Plan:
+    """Everything one request will do, decided before it is admitted."""
+
+    kind: str  # "chat" or "completion"
+    model: str  # as the caller named it (echoed in the response)
+    strategy: str
+    budget: int
+    plain: bool
+    n: int
+    scorer: str | None
+    options: dict[str, Any]
+    task: str
+    seed: int
+    params: SamplingParams
+    limits: Budget
+    problem: Problem
+    stream: bool = False
+    include_usage: bool = False
+    progress: bool = False
+
+
+@dataclass
+class Progress:
+    """What a running request has spent so far (every finished model call)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def to_dict(self, budget: int) -> dict[str, Any]:
+        return {"calls": self.calls, "budget": budget, "prompt_tokens": self.prompt_tokens,
+                "generated_tokens": self.generated_tokens, "seconds": round(time.monotonic() - self.started, 3)}
+
+
+class _Metered(Generator):
+    """The served generator as one request sees it: every completion is reported to
+    ``on_completion`` (metrics, progress) before the strategy sees it. Everything else
+    (capabilities, ``free`` of kept trajectories, ...) is the inner generator's."""
+
+    def __init__(self, inner: Generator, on_completion: Callable[[Completion], None]):
+        self._inner = inner
+        self._on = on_completion
+        self.name = inner.name
+
+    @property
+    def capabilities(self):  # type: ignore[override]
+        return self._inner.capabilities
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def generate(self, requests: list[GenRequest]) -> list[Completion]:
+        outs = await self._inner.generate(requests)
+        for c in outs:
+            self._on(c)
+        return outs
+
+    async def stream(self, requests: list[GenRequest], on_finish: OnFinish | None = None
+                     ) -> AsyncIterator[tuple[int, Completion]]:
+        def seen(i: int, c: Completion) -> None:
+            self._on(c)
+            if on_finish is not None:
+                on_finish(i, c)
+
+        async with aclosing(self._inner.stream(requests, on_finish=seen)) as items:
+            async for item in items:
+                yield item
+
+    async def aclose(self) -> None:  # the served generator outlives every request
+        return None
+
+
+class Admission:
+    """At most ``limit`` requests run at once; at most ``queue`` more wait, first come first
+    served; beyond that a request is refused at once (429 with Retry-After) rather than
+    slowing everyone down."""
+
+    def __init__(self, limit: int, queue: int, metrics: Metrics):
+        self.limit = limit
+        self.queue = queue
+        self.active = 0
+        self._waiters: deque[asyncio.Future] = deque()
+        self._metrics = metrics
+        self._service_seconds = 1.0  # running mean of a request's time holding a slot
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: the queue ahead drained at the observed rate."""
+        return max(1, math.ceil(self._service_seconds * (self.queued + 1) / self.limit))
+
+    async def acquire(self) -> None:
+        if self.active < self.limit and not self._waiters:
+            self.active += 1
+            self._update()
+            return
+        if len(self._waiters) >= self.queue:
+            raise ApiError(429, f"the server is at capacity ({self.limit} running, {self.queued} queued); "
+                           "retry later", "rate_limit_error", None, "rate_limit_exceeded",
+                           {"Retry-After": str(self.retry_after())})
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._update()
+        t0 = time.monotonic()
+        try:
+            await fut  # a releasing request hands its slot over (active stays counted)
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot arrived as we were cancelled: pass it on
+            else:
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass
+            self._update()
+            raise
+        self._metrics.queue_wait.observe(time.monotonic() - t0)
+        self._update()
+
+    def release(self, held_seconds: float | None = None) -> None:
+        if held_seconds is not None:
+            self._service_seconds = 0.8 * self._service_seconds + 0.2 * held_seconds
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                self._update()
+                return
+        self.active -= 1
+        self._update()
+
+    def _update(self) -> None:
+        self._metrics.in_flight.set(self.active)
+        self._metrics.queue_depth.set(len(self._waiters))
+
+
+class Service:
+    """One served generator under one name, with its limits, admission and metrics."""
+
+    def __init__(self, generator: Generator, model_name: str, config: ServerConfig, metrics: Metrics | None = None):
+        self.generator = generator
+        self.model_name = model_name
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.admission = Admission(config.max_concurrency, config.max_queue, self.metrics)
+        self.draining = False
+        self.tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ planning
+    def plan(self, req: ChatCompletionRequest | CompletionRequest) -> Plan:
+        """Check the request against the served model and the registries; raise a 4xx."""
+        cfg = self.config
+        chat = isinstance(req, ChatCompletionRequest)
+        name_strategy, name_budget, base = parse_model_name(req.model)
+        if base != self.model_name:
+            head, sep, rest = req.model.partition(":")
+            if sep and rest == self.model_name:  # a strategy spec on the served model, but not a known one
+                raise ApiError(400, f"model: unknown strategy {head!r} in {req.model!r} (accepted: "
+                               f"STRATEGY[-BUDGET]:{self.model_name} with STRATEGY one of {', '.join(STRATEGIES)})",
+                               param="model", code="invalid_value")
+            raise ApiError(404, f"model: the model {base!r} is not served here (served: {self.model_name!r}; "
+                           f"use MODEL or STRATEGY[-BUDGET]:MODEL, see GET /v1/models)", "invalid_request_error",
+                           "model", "model_not_found")
+        ext = req.infscale
+        strategy = (ext.strategy if ext and ext.strategy else None) or name_strategy
+        strategy_param = "infscale.strategy" if ext and ext.strategy else "model"
+        temperature = cfg.default_temperature if req.temperature is None else req.temperature
+        plain = strategy is None
+        if plain:
+            if ext is not None and (ext.budget is not None or ext.params or ext.scorer is not None):
+                given = next(k for k in ("budget", "params", "scorer") if getattr(ext, k))
+                raise ApiError(400, f"infscale.{given}: needs a strategy (a plain model name samples n completions; "
+                               "accepted: a model name STRATEGY[-BUDGET]:MODEL or infscale.strategy)",
+                               param=f"infscale.{given}", code="invalid_value")
+            strategy = "greedy" if temperature == 0 and req.n == 1 else "sample"
+        strat = _renamed(lambda: get_strategy(strategy), "strategy", strategy_param)
+        if plain:
+            budget, budget_param = req.n, "n"
+        elif ext is not None and ext.budget is not None:
+            budget, budget_param = ext.budget, "infscale.budget"
+        elif name_budget is not None:
+            budget, budget_param = name_budget, "model"
+        else:
+            budget, budget_param = (1 if strategy == "greedy" else cfg.default_budget), "model"
+        if budget < 1 or budget > cfg.max_budget:
+            raise ApiError(400, f"{budget_param}: budget {budget} is not allowed (accepted: an integer in "
+                           f"[1, {cfg.max_budget}], the server's --max-budget)", param=budget_param, code="invalid_value")
+        raw_options = dict(ext.params) if ext is not None else {}
+        _renamed(lambda: strat.options(raw_options), "param", "infscale.params")
+        scorer = ext.scorer if ext is not None else None
+        if scorer is not None:
+            _renamed(lambda: get_scorer(scorer), "scorer", "infscale.scorer")
+        task = (ext.task if ext is not None and ext.task else None) or cfg.default_task
+
+        max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or cfg.default_max_tokens
+        tokens_param = "max_completion_tokens" if getattr(req, "max_completion_tokens", None) else "max_tokens"
+        if max_tokens > cfg.max_tokens_limit:
+            raise ApiError(400, f"{tokens_param}: {max_tokens} exceeds this server's limit (accepted: an integer "
+                           f"in [1, {cfg.max_tokens_limit}])", param=tokens_param, code="invalid_value")
+        seed = req.seed if req.seed is not None else secrets.randbits(62)
+        stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+        params = SamplingParams(
+            temperature=float(temperature),
+            top_p=1.0 if req.top_p is None else float(req.top_p),
+            top_k=req.top_k or 0,
+            min_p=0.0 if req.min_p is None else float(req.min_p),
+            max_tokens=max_tokens, stop=stop, seed=seed,
+        )
+        limits = Budget()
+        if ext is not None and ext.limits is not None:
+            limits = Budget(generated_tokens=ext.limits.generated_tokens, calls=ext.limits.calls,
+                            seconds=ext.limits.seconds)
+        if chat:
+            messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                        for m in req.messages]
+            problem = Problem(messages=messages, task=task)
+        else:
+            if req.echo:
+                raise ApiError(400, "echo: not supported (accepted: false)", param="echo", code="unsupported")
+            if req.best_of is not None and req.best_of > 1:
+                raise ApiError(400, f"best_of: not supported here (accepted: 1; for best-of-N use the model name "
+                               f"best-of-n-{req.best_of}:{self.model_name})", param="best_of", code="unsupported")
+            problem = Problem(prompt=req.prompt_text(), task=task)
+        return Plan(
+            kind="chat" if chat else "completion", model=req.model, strategy=strategy, budget=budget, plain=plain,
+            n=req.n, scorer=scorer, options=raw_options, task=task, seed=seed, params=params, limits=limits,
+            problem=problem, stream=req.stream,
+            include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            progress=bool(ext and ext.progress),
+        )
+
+    # ----------------------------------------------------------------- execution
+    def check_open(self) -> None:
+        if self.draining:
+            raise ApiError(503, "the server is shutting down", "server_error", None, "shutting_down",
+                           {"Retry-After": "5"})
+
+    async def execute(self, plan: Plan, progress: Progress | None = None) -> Result:
+        """Run the plan's strategy (the caller holds a slot); every completion is metered."""
+        metrics = self.metrics
+
+        def seen(c: Completion) -> None:
+            metrics.tokens.inc(c.generated_tokens, strategy=plan.strategy, kind="generated")
+            metrics.tokens.inc(c.prompt_tokens, strategy=plan.strategy, kind="prompt")
+            metrics.calls.inc(strategy=plan.strategy)
+            if progress is not None:
+                progress.calls += 1
+                progress.prompt_tokens += c.prompt_tokens
+                progress.generated_tokens += c.generated_tokens
+                progress.changed.set()
+
+        gen = _Metered(self.generator, seen)
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        try:
+            return await run(plan.problem, gen, plan.strategy, n=plan.budget, scorer=plan.scorer, params=plan.params,
+                             budget=plan.limits, seed=plan.seed, options=plan.options)
+        finally:
+            if task is not None:
+                self.tasks.discard(task)
+
+    async def admitted(self, plan: Plan, progress: Progress | None = None) -> Result:
+        """Wait for a slot (or be refused), run, give the slot back."""
+        self.check_open()
+        await self.admission.acquire()
+        t0 = time.monotonic()
+        try:
+            return await self.execute(plan, progress)
+        finally:
+            self.admission.release(time.monotonic() - t0)
+
+    async def drain(self, timeout: float) -> int:
+        """Refuse new work, let running requests finish for ``timeout`` seconds, then cancel
+        the rest; returns how many were cancelled."""
+        self.draining = True
+        deadline = time.monotonic() + timeout
+        while self.tasks and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        left = [t for t in self.tasks if not t.done()]
+        for t in left:
+            t.cancel()
+        if left:
+            self.metrics.cancelled.inc(len(left), reason="shutdown")
+            await asyncio.wait(left, timeout=5)
+        return len(left)
+
+    # ----------------------------------------------------------------- responses
+    def choices(self, plan: Plan, result: Result) -> tuple[list[tuple[str, str]], list[str]]:
+        """``[(text, finish_reason)]`` for the response choices, and the answers they carry.
+
+        Plain model: the first ``n`` samples as they are. Strategy: for each of the ``n`` best
+        answers, the full text of its best candidate (highest score, then highest mean token
+        log-probability; first on ties). An abstaining strategy returns its first candidate."""
+        cands = sorted(result.candidates, key=lambda c: c.index)
+        if plan.plain:
+            picked = cands[: plan.n]
+            return [(c.text, _finish(c)) for c in picked], [c.answer for c in picked if c.answer is not None]
+        wanted = list(result.answers)
+        for m in result.distribution:
+            if len(wanted) >= plan.n:
+                break
+            if m.answer not in wanted:
+                wanted.append(m.answer)
+        wanted = wanted[: plan.n]
+        if not wanted:
+            return ([(cands[0].text, _finish(cands[0]))] if cands else [("", "stop")]), []
+        task = get_task(plan.task)
+        with_answer = [c for c in cands if c.answer is not None]
+        ids = group_answers(task, wanted + [c.answer for c in with_answer])
+        want_ids, cand_ids = ids[: len(wanted)], ids[len(wanted):]
+        out = []
+        for a, k in zip(wanted, want_ids):
+            members = [c for c, ck in zip(with_answer, cand_ids) if ck == k]
+            best = max(members, key=_quality) if members else None
+            out.append((best.text, _finish(best)) if best is not None else (a, "stop"))
+        return out, wanted
+
+    def infscale_field(self, plan: Plan, result: Result, answers: list[str]) -> dict[str, Any]:
+        u = result.usage
+        return {
+            "strategy": plan.strategy,
+            "budget": plan.budget,
+            "scorer": plan.scorer,
+            "task": plan.task,
+            "seed": plan.seed,
+            "answer": result.answer,
+            "answers": answers,
+            "distribution": [m.to_dict() for m in result.distribution],
+            "candidates": len(result.candidates),
+            "stopped_early": bool(result.stopped_early),
+            "usage": {"prompt_tokens": u.prompt_tokens, "generated_tokens": u.generated_tokens, "calls": u.calls,
+                      "seconds": round(u.seconds, 4)},
+        }
+
+    def response(self, plan: Plan, result: Result, rid: str, created: int) -> dict[str, Any]:
+        picked, answers = self.choices(plan, result)
+        if plan.kind == "chat":
+            choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": fin,
+                        "logprobs": None} for i, (text, fin) in enumerate(picked)]
+            obj = "chat.completion"
+        else:
+            choices = [{"index": i, "text": text, "finish_reason": fin, "logprobs": None}
+                       for i, (text, fin) in enumerate(picked)]
+            obj = "text_completion"
+        return {"id": rid, "object": obj, "created": created, "model": plan.model, "choices": choices,
+                "usage": usage_dict(result), "infscale": self.infscale_field(plan, result, answers)}
+
+    # -------------------------------------------------------------------- models
+    def models(self) -> dict[str, Any]:
+        created = 0
+        names = list(STRATEGIES)
+        data = [{"id": self.model_name, "object": "model", "created": created, "owned_by": "infscale",
+                 "infscale": {"strategies": names, "model_name": "STRATEGY[-BUDGET]:" + self.model_name,
+                              "max_budget": self.config.max_budget, "default_budget": self.config.default_budget}}]
+        for name, s in STRATEGIES.items():
+            data.append({
+                "id": f"{name}:{self.model_name}", "object": "model", "created": created, "owned_by": "infscale",
+                "infscale": {
+                    "strategy": name, "base_model": self.model_name, "summary": getattr(s, "summary", ""),
+                    "default_scorer": getattr(s, "default_scorer", None),
+                    "default_budget": 1 if name == "greedy" else self.config.default_budget,
+                    "params": {k: {"default": _json_safe(spec.default), "doc": spec.doc}
+                               for k, spec in getattr(s, "params", {}).items()},
+                },
+            })
+        return {"object": "list", "data": data}
+
+
+    def model_card(self, model_id: str) -> dict[str, Any] | None:
+        """The ``/v1/models`` entry for ``model_id``: a listed one, or any accepted
+        ``STRATEGY-BUDGET:MODEL`` (its budget within the limit); ``None`` if not served."""
+        for card in self.models()["data"]:
+            if card["id"] == model_id:
+                return card
+        strategy, budget, base = parse_model_name(model_id)
+        if strategy is None or base != self.model_name or budget is None or not 1 <= budget <= self.config.max_budget:
+            return None
+        card = dict(next(c for c in self.models()["data"] if c["id"] == f"{strategy}:{base}"))
+        card["id"] = model_id
+        card["infscale"] = {**card["infscale"], "budget": budget}
+        return card
+
+
+def usage_dict(result: Result) -> dict[str, int]:
+    u = result.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.generated_tokens,
+            "total_tokens": u.prompt_tokens + u.generated_tokens}
+
+
+def _finish(c: Candidate) -> str:
+    return "length" if c.finish_reason == "length" else "stop"
+
+
+def _quality(c: Candidate) -> tuple[float, float]:
+    score = c.score if c.score is not None and not math.isnan(c.score) else -math.inf
+    return score, c.logprob / max(1, c.generated_tokens)
+
+
+def _json_safe(v: Any) -> Any:
+    return v if v is None or isinstance(v, (str, int, float, bool)) else str(v)
+
+
+def _renamed(fn: Callable[[], Any], prefix: str, param: str) -> Any:
+    """Run ``fn``; a ConfigError about ``prefix...`` is re-raised naming the request field."""
+    try:
+        return fn()
+    except ConfigError as e:
+        if e.param.startswith(prefix):
+            rest = e.param[len(prefix):].strip()
+            name = f"{param}.{rest}" if rest else param
+            raise ApiError(400, f"{name}: {str(e).split(': ', 1)[-1]}", param=name, code="invalid_value") from None
+        raise

@@ -1,0 +1,125 @@
+"""``infscale serve`` on the real embedded model, driven by the official ``openai`` client (slow).
+
+One server subprocess per module on a free port of 127.0.0.1; sync, async and streaming calls,
+a disconnect that must free the engine's sequences, and SIGTERM shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+pytest.importorskip("llama_cpp", reason="needs the embedded engine: pip install 'infscale[embedded]'")
+pytest.importorskip("fastapi", reason="needs the server extra: pip install 'infscale[server]'")
+openai = pytest.importorskip("openai")
+
+pytestmark = pytest.mark.slow
+
+MODEL = "smollm2-135m"
+QUESTION = [{"role": "user", "content": "Tom has 4 apples and buys 3 more. How many apples does he have?"}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served():
+    from infscale.models import model_status
+
+    if not any(s["name"] == MODEL and s["installed"] for s in model_status()):
+        pytest.skip(f"infscale models install {MODEL}")
+    port = free_port()
+    cmd = [sys.executable, "-m", "infscale.cli.main", "serve", "--model", MODEL, "--port", str(port),
+           "--max-tokens", "32", "--shutdown-timeout", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    root = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(root + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"infscale serve did not start: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.2)
+    yield proc, root
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_openai_client_sync_async_and_streaming_on_the_embedded_model(served):
+    _, root = served
+    client = openai.OpenAI(base_url=root + "/v1", api_key="-", max_retries=0)
+    assert f"majority:{MODEL}" in {m.id for m in client.models.list().data}
+
+    r = client.chat.completions.create(model=f"majority-2:{MODEL}", messages=QUESTION, max_tokens=32, seed=1)
+    ext = r.model_extra["infscale"]
+    assert ext["strategy"] == "majority" and ext["candidates"] == 2 and ext["usage"]["calls"] == 2
+    assert r.choices[0].message.content and r.usage.completion_tokens == ext["usage"]["generated_tokens"] > 0
+    if ext["answer"] is not None:
+        assert ext["answer"] == ext["distribution"][0]["answer"]
+
+    parts = []
+    for chunk in client.chat.completions.create(model=f"majority-2:{MODEL}", messages=QUESTION, max_tokens=32,
+                                                seed=1, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+    assert "".join(parts) == r.choices[0].message.content  # same seed, same text, now streamed
+
+    async def go():
+        aclient = openai.AsyncOpenAI(base_url=root + "/v1", api_key="-", max_retries=0)
+        rs = await asyncio.gather(
+            aclient.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=16, n=2, seed=2),
+            aclient.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8, temperature=0),
+        )
+        await aclient.close()
+        return rs
+
+    chat, completion = asyncio.run(go())
+    assert len(chat.choices) == 2 and chat.model_extra["infscale"]["strategy"] == "sample"
+    assert completion.choices[0].text and completion.model_extra["infscale"]["strategy"] == "greedy"
+
+
+def test_disconnect_frees_the_engine_and_sigterm_shuts_down(served):
+    proc, root = served
+    with httpx.Client(base_url=root, timeout=0.5) as http, pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/chat/completions", json={"model": f"majority-4:{MODEL}", "messages": QUESTION,
+                                                "max_tokens": 400})
+    with httpx.Client(base_url=root, timeout=10) as http:
+        deadline = time.monotonic() + 10
+        while http.get("/health").json()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        health = http.get("/health").json()
+        assert health["in_flight"] == 0
+        deadline = time.monotonic() + 10
+        while http.get("/health").json()["engine"]["live"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert http.get("/health").json()["engine"]["live"] == 0  # the engine freed every sequence
+        assert 'infscale_cancelled_requests_total{reason="disconnect"} 1' in http.get("/metrics").text
+    proc.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (exit by SIGTERM)
+    assert proc.wait(20) in (0, -signal.SIGTERM)
+    assert "serving smollm2-135m on http://127.0.0.1:" in proc.stderr.read()
+
+
+def test_serve_mistakes_are_one_line_exit_2():
+    out = subprocess.run([sys.executable, "-m", "infscale.cli.main", "serve", "--model", "no-such-model"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.splitlines()[-1].startswith("infscale: error: model: unknown model")
+    assert "Traceback" not in out.stderr
