@@ -138,6 +138,7 @@ def main() -> None:
     try:
         asyncio.run(in_process(engine, qs[:2], 2, 4))  # warm-up of the in-process engine
         runs = {"a": [], "b": []}
+        ratios: list[float] = []
         blocks = [qs[i:i + args.block] for i in range(0, len(qs), args.block)]
         for _ in range(args.rounds):
             for k, block in enumerate(blocks):
@@ -149,6 +150,7 @@ def main() -> None:
                         runs["b"].append(asyncio.run(over_http(base_url, args.model, block, args.concurrency,
                                                                args.max_tokens, offset=k * args.block)))
                 wa_, wb_ = runs["a"][-1][0] + runs["a"][-2][0], runs["b"][-1][0] + runs["b"][-2][0]
+                ratios.append(wb_ / wa_)
                 print(f"  block {k + 1}/{len(blocks)}: a {wa_:.1f}s  b {wb_:.1f}s  (b/a {wb_ / wa_:.2f})",
                       file=sys.stderr, flush=True)
     finally:
@@ -178,6 +180,8 @@ def main() -> None:
               f"{statistics.median(lat):>7.3f} {p95:>7.3f}")
     if ta != tb:
         print(f"note: the two paths generated different token counts ({ta} vs {tb})")
+    print(f"per-block b/a: {' '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f}; "
+          "a block far from the rest means the machine's load changed under it)")
     print(f"server overhead={wb / wa:.2f}")
 
 

@@ -222,7 +222,7 @@ def _frame(plot: str, title: str, x: _Axis, y: _Axis, xlabel: str, ylabel: str, 
 
 
 def _legend(entries: Sequence[tuple[str, str, str]]) -> list[str]:
-    """Legend rows right of the plot: (colour, label, style) with style "point", "line" or "dash"."""
+    """Legend rows right of the plot: (colour, label, style), style "point", "line", "dash" or "text"."""
     s = ['<g class="legend">']
     for i, (colour, label, style) in enumerate(entries):
         y = PY0 + 10 + 20 * i
@@ -230,7 +230,7 @@ def _legend(entries: Sequence[tuple[str, str, str]]) -> list[str]:
         if style == "point":
             s.append(f'<line x1="{x}" x2="{x + 22}" y1="{y}" y2="{y}" stroke="{colour}" stroke-width="2" />')
             s.append(f'<circle cx="{x + 11}" cy="{y}" r="4" fill="{colour}" />')
-        else:
+        elif style in ("line", "dash"):
             dash = ' stroke-dasharray="6 4"' if style == "dash" else ""
             s.append(f'<line x1="{x}" x2="{x + 22}" y1="{y}" y2="{y}" stroke="{colour}" stroke-width="2"{dash} />')
         short = label if len(label) <= 28 else label[:27] + "…"
@@ -317,23 +317,28 @@ def _coverage_plot(summary: Mapping[str, Any]) -> str:
         "Samples per problem k (log scale)", "Coverage (pass@k) and majority@k",
         x.ticks(powers_of_two=True), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
     )
-    legend = []
     series = [("coverage", cov["coverage"], PALETTE[0], "coverage (pass@k)")]
     if cov.get("majority"):
         series.append(("majority@k", cov["majority"]["accuracy"], PALETTE[1], "majority@k"))
+    legend = [(colour, label, "point") for _, _, colour, label in series]
     fit = cov.get("fit") or {}
+    fit_colour = "#444444"
     if fit.get("a") is not None:
         grid = [min(ks) * (max(ks) / min(ks)) ** (i / 80) for i in range(81)] if max(ks) > min(ks) else [min(ks)]
         vals = power_law_coverage(grid, fit["a"], fit["b"])
         d = "M" + " L".join(f"{_num(x(k))},{_num(y(v))}" for k, v in zip(grid, vals))
-        s.append(f'<path class="fit" d="{d}" fill="none" stroke="{PALETTE[2]}" stroke-width="2" stroke-dasharray="6 4" />')
-        legend.append((PALETTE[2], f"fit exp(a·k^b): a={fit['a']:.3f}, b={fit['b']:.3f}", "dash"))
+        s.append(f'<path class="fit" d="{d}" fill="none" stroke="{fit_colour}" stroke-width="1.6" stroke-dasharray="6 4" />')
         r2 = "-" if fit.get("r2") is None else f"{fit['r2']:.3f}"
-        legend.append(("transparent", f"rmse {fit['rmse']:.4f}, R² {r2}, {fit['n_points']} pts", "line"))
+        legend += [
+            (fit_colour, "fit: coverage = exp(a·k^b)", "dash"),
+            ("none", f"a = {fit['a']:.3f}, b = {fit['b']:.3f}", "text"),
+            ("none", f"rmse {fit['rmse']:.4f}, R² {r2}", "text"),
+            ("none", f"{fit['n_points']} points fitted", "text"),
+        ]
     else:
-        legend.append(("transparent", f"no fit: {fit.get('reason', 'none')}", "line"))
+        legend.append(("none", "no power-law fit:", "text"))
+        legend.append(("none", str(fit.get("reason", "none")), "text"))
     for name, values, colour, label in series:
-        legend.insert(len(legend) if name != "coverage" else 0, (colour, label, "point"))
         s.append(f'<g class="series" data-series="{_esc(name)}">')
         pts = " ".join(f"{_num(x(k))},{_num(y(v))}" for k, v in zip(ks, values))
         if len(ks) > 1:
