@@ -753,7 +753,11 @@ def cost_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def summarize(
-    results: Sequence[Mapping[str, Any]], samples: Sequence[Mapping[str, Any]] | None = None, conf: float = 0.95
+    results: Sequence[Mapping[str, Any]],
+    samples: Sequence[Mapping[str, Any]] | None = None,
+    conf: float = 0.95,
+    *,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """Summarize a grid run for reports.
 
@@ -770,8 +774,9 @@ def summarize(
     * ``coverage`` — ``ks``, ``coverage`` (mean unbiased pass@k), ``fit``
       (:func:`fit_coverage_power_law`), ``problems``, ``min_samples``, and ``majority`` (``ks``,
       ``accuracy``) when answers are present; ``None`` without samples.
-    * ``comparisons`` — each other strategy against the first, at their largest common budget, on
-      their common problems: :func:`paired_comparison` of (strategy, baseline) plus ``strategy``,
+    * ``comparisons`` — each other strategy against the baseline (``baseline`` if given and
+      present, else the first strategy in sorted order), at their largest common budget, on their
+      common problems: :func:`paired_comparison` of (strategy, baseline) plus ``strategy``,
       ``baseline`` and ``budget``.
     """
     cells_rows: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
@@ -800,9 +805,9 @@ def summarize(
     comparisons = []
     strategies = sorted({s for s, _ in cells_rows})
     if strategies:
-        base = strategies[0]
+        base = baseline if baseline in strategies else strategies[0]
         base_budgets = {b for s, b in cells_rows if s == base}
-        for s in strategies[1:]:
+        for s in (t for t in strategies if t != base):
             common = base_budgets & {b for t, b in cells_rows if t == s}
             if not common:
                 continue

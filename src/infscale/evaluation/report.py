@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -254,9 +255,9 @@ def _accuracy_plot(summary: Mapping[str, Any]) -> str:
     if log:
         x = _Axis(lo / 1.35, hi * 1.35, PX0, PX1, log=True)
     else:
-        span = hi - lo if hi > lo else max(abs(hi), 1.0)
-        a, b = max(0.0, lo - 0.12 * span) if lo >= 0 else lo - 0.12 * span, hi + 0.12 * span
-        x = _Axis(a, b, PX0, PX1, log=False)
+        # Pad both sides so no point sits on the frame; a zero span gets a unit-wide window.
+        pad = 0.1 * (hi - lo) if hi > lo else max(0.5 * abs(hi), 0.5)
+        x = _Axis(lo - pad, hi + pad, PX0, PX1, log=False)
     y = _Axis(0.0, 1.0, PY1, PY0, log=False)
     title = "Accuracy vs generated tokens per problem"
     s = _frame(
@@ -315,7 +316,7 @@ def _coverage_plot(summary: Mapping[str, Any]) -> str:
     s = _frame(
         "coverage", "Coverage vs samples per problem", x, y,
         "Samples per problem k (log scale)", "Coverage (pass@k) and majority@k",
-        x.ticks(powers_of_two=True), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        ks if len(ks) <= 10 else x.ticks(powers_of_two=True), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
     )
     series = [("coverage", cov["coverage"], PALETTE[0], "coverage (pass@k)")]
     if cov.get("majority"):
@@ -337,7 +338,7 @@ def _coverage_plot(summary: Mapping[str, Any]) -> str:
         ]
     else:
         legend.append(("none", "no power-law fit:", "text"))
-        legend.append(("none", str(fit.get("reason", "none")), "text"))
+        legend += [("none", line, "text") for line in textwrap.wrap(str(fit.get("reason", "none")), 28)]
     for name, values, colour, label in series:
         s.append(f'<g class="series" data-series="{_esc(name)}">')
         pts = " ".join(f"{_num(x(k))},{_num(y(v))}" for k, v in zip(ks, values))
@@ -371,7 +372,7 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        max-width: 980px; margin: 24px auto; padding: 0 16px; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; }
 table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums; }
-th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: right; }
+th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 table[data-table="meta"] td, table[data-table="meta"] th { text-align: left; }
 .plot-area { fill: #fbfbfb; stroke: #ccc; }
