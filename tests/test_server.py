@@ -378,9 +378,12 @@ def test_graceful_shutdown_finishes_in_flight_work():
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(0.2)
+    # stop only once the request is in flight (a loaded machine may take a while to send it)
+    deadline = time.monotonic() + 10
+    while not gen_started(gen) and time.monotonic() < deadline:
+        time.sleep(0.02)
     srv.stop()
-    t.join(10)
+    t.join(15)
     assert out["r"].status_code == 200 and out["r"].json()["infscale"]["usage"]["calls"] == 2
 
 
@@ -532,3 +535,8 @@ def test_metrics_count_tokens_by_strategy_and_latency():
         for line in text.splitlines():  # every sample line is NAME{labels} VALUE
             if line and not line.startswith("#"):
                 float(line.rsplit(" ", 1)[1].replace("+Inf", "inf"))
+
+
+def gen_started(gen) -> bool:
+    """True once the fake generator has begun a request (its pending sleep counts)."""
+    return getattr(gen, "started", 0) > 0

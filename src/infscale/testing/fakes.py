@@ -50,6 +50,7 @@ class FakeGenerator(Generator):
         self.capabilities = Capabilities(chat_template=chat, kv_fork=False)
         self.delay = delay
         self.calls = 0
+        self.started = 0  # generate() calls begun (a delayed call counts before it finishes)
         self.cancelled = 0
 
     def _one(self, r: GenRequest) -> Completion:
@@ -76,6 +77,7 @@ class FakeGenerator(Generator):
                           logprobs=[-0.5] * n, sampled_logprobs=[-0.5] * n, seed=seed, stop=stop)
 
     async def generate(self, requests: list[GenRequest]) -> list[Completion]:
+        self.started += 1
         outs = []
         for r in requests:
             if self.delay:
