@@ -537,6 +537,20 @@ def test_metrics_count_tokens_by_strategy_and_latency():
                 float(line.rsplit(" ", 1)[1].replace("+Inf", "inf"))
 
 
+def test_every_registered_strategy_answers_chat_and_completions(http):
+    from infscale import STRATEGIES
+
+    for name in STRATEGIES:
+        r = chat(http, model=f"{name}-2:fake", seed=1, max_tokens=32)
+        assert r.status_code == 200, (name, r.text)
+        ext = r.json()["infscale"]
+        assert ext["strategy"] == name and ext["usage"]["calls"] >= 1
+        assert r.json()["usage"]["completion_tokens"] == ext["usage"]["generated_tokens"]
+        r = http.post("/v1/completions", json={"model": f"{name}-2:fake", "prompt": "Q: 6 * 7?\nA:", "seed": 1,
+                                               "max_tokens": 32})
+        assert r.status_code == 200, (name, r.text)
+
+
 def gen_started(gen) -> bool:
     """True once the fake generator has begun a request (its pending sleep counts)."""
     return getattr(gen, "started", 0) > 0
