@@ -29,6 +29,11 @@ strategies with a ``k`` setting). Grading never influences a strategy.
 An item that fails with a retryable backend error (a full KV cache, a 503) is retried up to
 three times; what it stored stays stored.
 
+Seconds are wall time shared among the items in flight: a pool sample is charged the time since
+the previous sample of its pool arrived, a per-budget run its wall time, each divided by the
+number of items generating at that moment, so summed over a run they approximate its wall
+time instead of counting the shared engine once per problem.
+
 Resume: everything has a unique key in the store. Re-running a run id skips stored results,
 generates only the pool samples that are missing, and scores only what is unscored; with a
 deterministic generator the final numbers equal an uninterrupted run's.
@@ -326,6 +331,7 @@ class _Harness:
         self.pooled = [s for s in specs if s.pooled]
         self.done_keys = store.result_keys(run_id)
         self.items_done = 0
+        self.in_flight = 0  # items generating now: wall time is shared among them
         self.samples_new = 0
         self.results_new = 0
         self.started = time.monotonic()
@@ -373,6 +379,13 @@ class _Harness:
         return task.is_correct(answer, problem.reference) if problem.task != "code" else False
 
     # -- the grid -----------------------------------------------------------------------
+    async def _counted(self, work) -> None:
+        self.in_flight += 1
+        try:
+            await work
+        finally:
+            self.in_flight -= 1
+
     async def run(self) -> None:
         sem = asyncio.Semaphore(self.config.concurrency)
 
@@ -380,7 +393,7 @@ class _Harness:
             async with sem:
                 for attempt in range(RETRIES + 1):
                     try:
-                        await self._item(problem, seed)
+                        await self._counted(self._item(problem, seed))
                         break
                     except BackendError as e:  # e.g. the KV cache was full: what is stored stays
                         if not e.retryable or attempt == RETRIES:
@@ -431,7 +444,7 @@ class _Harness:
                 row = {"problem_id": problem.id, "seed": seed, "pool": POOL, "idx": missing[j], "text": c.text,
                        "answer": answer, "correct": correct, "finish_reason": c.finish_reason,
                        "generated_tokens": c.generated_tokens, "prompt_tokens": c.prompt_tokens, "logprob": c.logprob,
-                       "sample_seed": c.seed, "seconds": now - last}
+                       "sample_seed": c.seed, "seconds": (now - last) / max(1, self.in_flight)}
                 last = now
                 self.store.put_samples(self.run_id, [row])
                 self.samples_new += 1
@@ -448,7 +461,7 @@ class _Harness:
             ctx = self._context(problem, seed, M, scorer)
             t0 = time.monotonic()
             scores = await scorer.score(problem, [stored[i]["text"] for i in todo], ctx)
-            u, dt, k = ctx.usage, time.monotonic() - t0, len(todo)
+            u, dt, k = ctx.usage, (time.monotonic() - t0) / max(1, self.in_flight), len(todo)
             cost = {"generated_tokens": u.generated_tokens / k, "prompt_tokens": u.prompt_tokens / k,
                     "calls": u.calls / k, "seconds": dt / k}
             self.store.set_scores(self.run_id, problem.id, seed, POOL, name, dict(zip(todo, scores)),
@@ -514,7 +527,7 @@ class _Harness:
                                     seed=seed, options=spec.options)
         task = get_task(problem.task)
         texts = [c.text for c in result.candidates]
-        answers = [c.answer if c.answer is not None else None for c in result.candidates]
+        answers = [c.answer for c in result.candidates]
         grades = await self._grade(problem, texts, answers) if texts else []
         graded: dict[str, bool] = {}
         for a, ok in zip(answers, grades):
@@ -534,7 +547,8 @@ class _Harness:
                "answer": result.answer, "answers": result.answers[: max(spec.k, 1)], "correct": 1.0 if ok else 0.0,
                "correct_var": None, "subsamples": 1, "pooled": False, "samples": float(len(result.candidates)),
                "generated_tokens": float(u.generated_tokens), "prompt_tokens": float(u.prompt_tokens),
-               "calls": float(u.calls), "seconds": float(u.seconds), "stopped_early": result.stopped_early}
+               "calls": float(u.calls), "seconds": float(u.seconds) / max(1, self.in_flight),
+               "stopped_early": result.stopped_early}
         with self.store.transaction():
             self.store.put_samples(self.run_id, samples, commit=False)
             self.store.put_results(self.run_id, [row], commit=False)
