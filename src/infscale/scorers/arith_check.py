@@ -6,12 +6,13 @@ It never sees the reference answer: it checks the solution's own computations (`
 about arithmetic, and it is blind to a wrong plan — an imperfect verifier with a low false-negative
 rate on arithmetic slips and a real false-positive rate on reasoning errors.
 
-* As an **outcome** scorer (``score``): ``log((ok + 0.5) / (total + 1))`` over all checks of the
-  solution, so an all-correct solution with several computations scores near 0, an unchecked
-  one ``log 0.5``, and every wrong computation pulls the score down.
-* As a **process** scorer (``score_steps``): the latest step scores ``0`` (log 1) when all its
-  checks pass or it has none, and ``log(eps)`` per failed check (default eps = 0.05): a strong
-  penalty that still leaves the particle a chance (never ``-inf``).
+* As an **outcome** scorer (``score``): a solution whose checks all pass scores ``0`` (log 1),
+  one with nothing to check ``log 0.5``, and each failed check adds ``log(eps)`` (default
+  eps = 0.05). Extra correct computations earn nothing, so padding a wrong solution with
+  irrelevant right arithmetic does not outrank a short right one.
+* As a **process** scorer (``score_steps``): the latest step scores ``0`` when all its checks
+  pass or it has none, and ``log(eps)`` per failed check: a strong penalty that still leaves the
+  particle a chance (never ``-inf``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _EQ = re.compile(
     r"(?P<lhs>[\(\s]*" + _NUM + r"\)?(?:\s*[-+*/x×÷]\s*[\(\s]*" + _NUM + r"\)?)+\s*\)?)\s*=\s*\$?(?P<rhs>" + _NUM + r")"
 )
 _ANSWER = re.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:：]\s*\$?(?P<x>" + _NUM + r")")
+_UNCHECKED = math.log(0.5)
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -93,13 +95,17 @@ class ArithCheckScorer(Scorer):
     process_capable = True
 
     def __init__(self, eps: float = 0.05):
+        if not 0 < eps < 1:
+            from ..errors import ConfigError  # noqa: PLC0415
+
+            raise ConfigError("eps", f"must be in (0, 1), got {eps!r}", "a number between 0 and 1, e.g. 0.05")
         self.log_eps = math.log(eps)
 
     async def score(self, problem, texts, ctx):
         out = []
         for t in texts:
             ok, total, _ = check_text(t)
-            out.append(math.log((ok + 0.5) / (total + 1)))
+            out.append((total - ok) * self.log_eps if total else _UNCHECKED)
         return out
 
     async def score_steps(self, problem, prefixes, steps, ctx):
