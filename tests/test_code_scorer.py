@@ -136,3 +136,18 @@ async def test_best_of_n_picks_the_candidate_that_passes():
     gen = FakeGenerator(reply)
     result = await infscale.run(humaneval(), gen, "best-of-n", n=3, scorer="code-tests", seed=0)
     assert result.answer == "def add(a, b):\n    return a + b"
+
+
+PROMPT = 'from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    """Sum of xs."""\n'
+
+
+@pytest.mark.parametrize(("code", "score"), [
+    ("    return sum(xs)", 0.0),                                    # the body only: the prompt completes it
+    ("def total(xs: List[int]) -> int:\n    return sum(xs)", 0.0),  # whole function, import left out
+    ("    return max(xs)", -math.inf),
+])
+async def test_humaneval_prompt_completes_a_body_and_supplies_imports(code, score):
+    tests = "def check(candidate):\n    assert candidate([1, 2, 3]) == 6\n"
+    p = Problem(id="he/1", question=PROMPT, task="code",
+                metadata={"tests": tests, "entry_point": "total", "prompt": PROMPT})
+    assert await CodeTestsScorer().score(p, [fenced(code)]) == [score]

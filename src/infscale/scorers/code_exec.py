@@ -7,7 +7,11 @@ from ``problem.metadata``:
 - ``tests``: test code (HumanEval's ``check`` function, or plain asserts), with an optional
   ``entry_point`` (the function passed to ``check``);
 - ``test_list``: MBPP-style ``assert`` strings, with an optional ``test_setup`` code string;
-- ``timeout``: seconds per candidate (default: the scorer's).
+- ``timeout``: seconds per candidate (default: the scorer's);
+- ``prompt``: HumanEval's prompt (signature and docstring). A candidate that does not define
+  ``entry_point`` is taken as a completion of it (the prompt is put before the code, as when a
+  model continues the prompt with the function's body); one that does define it gets the
+  prompt's import lines, which models often leave out (``from typing import List``).
 
 Scores are log-probabilities of "correct" under an all-or-nothing verifier: ``0.0`` (log 1)
 when every test passes and ``-inf`` otherwise (no code, a failing test, an error, a timeout).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from typing import Any
 
 from ..answers import get_task
@@ -89,7 +94,9 @@ class CodeTestsScorer(Scorer):
             if self.fraction:
                 return prob_to_logscore(sum(outcomes) / len(outcomes))
             return 0.0 if all(outcomes) else -math.inf
-        result = run_tests(code, tests, meta.get("entry_point"), timeout=timeout, **self.limits)
+        entry = meta.get("entry_point")
+        code = _with_prompt(code, meta.get("prompt"), entry)
+        result = run_tests(code, tests, entry, timeout=timeout, **self.limits)
         return 0.0 if result.passed else -math.inf
 
     async def score(self, problem, texts, ctx=None):
@@ -104,3 +111,13 @@ class CodeTestsScorer(Scorer):
                 return await asyncio.to_thread(self.score_code, problem, code)
 
         return list(await asyncio.gather(*(one(t) for t in texts)))
+
+
+def _with_prompt(code: str, prompt: Any, entry: Any) -> str:
+    """The program to run: ``code``, completed by the problem's ``prompt`` where it needs it."""
+    if not isinstance(prompt, str) or not prompt.strip() or not isinstance(entry, str):
+        return code
+    if not re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry)}\s*\(", code, re.M):
+        return prompt + code  # a body: the continuation of the prompt
+    imports = [ln for ln in prompt.splitlines() if re.match(r"(?:import|from)\s+\w", ln)]
+    return "\n".join(imports) + "\n" + code if imports else code
