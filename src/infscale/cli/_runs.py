@@ -26,12 +26,14 @@ def open_store(args):
 
 
 def summarize_run(store, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``(summary, result rows)``: the metrics summary of a stored run."""
+    """``(summary, result rows)``: the metrics summary of a stored run. Paired comparisons take
+    the run's first strategy (as given to ``--strategies``) as the baseline."""
     from ..evaluation import metrics  # noqa: PLC0415
     from ..evaluation.harness import metrics_inputs  # noqa: PLC0415
 
+    strategies = store.get_run(run_id)["config"].get("strategies") or [None]
     results, samples = metrics_inputs(store, run_id)
-    return metrics.summarize(results, samples), results
+    return metrics.summarize(results, samples, baseline=strategies[0]), results
 
 
 def results_json(summary: dict[str, Any], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
