@@ -58,6 +58,29 @@ def test_same_seed_reproduces_whatever_shares_the_batch(engine):
     assert alone.token_ids == mixed.token_ids
 
 
+OTHERS = [[{"role": "user", "content": q}] for q in
+          ("Name three colours.", "What is 12 times 13? Think step by step.", "Describe a cat in two sentences.")]
+
+
+def test_reproducible_mode_makes_a_sample_independent_of_other_prompts():
+    from infscale.backends.llamacpp import LlamaEngine
+    from infscale.models import resolve_model
+
+    _, path, _ = resolve_model("smollm2-135m")
+    p = SamplingParams(temperature=1.0, max_tokens=40, seed=0)
+    target = GenRequest(params=p, messages=MSGS, seed=11)
+    company = [GenRequest(params=p, messages=m, seed=i) for i, m in enumerate(OTHERS)]
+    eng = LlamaEngine(path, n_ctx=4096, n_seq_max=8, reproducible=True)
+    try:
+        alone = gen(eng, [target])[0]
+        # the target submitted after other prompts and beside more samples of its own prompt
+        mixed = gen(eng, [*company, GenRequest(params=p, messages=MSGS, seed=5), target])[-1]
+        assert mixed.token_ids == alone.token_ids and mixed.logprob == pytest.approx(alone.logprob, abs=0)
+        assert eng.stats()["free_sequences"] == 8
+    finally:
+        eng.close()
+
+
 def test_logprobs_model_and_sampled(engine):
     greedy = gen(engine, [GenRequest(params=SamplingParams(temperature=0.0, max_tokens=12), messages=MSGS)])[0]
     assert len(greedy.logprobs) == greedy.generated_tokens == len(greedy.sampled_logprobs)

@@ -156,6 +156,14 @@ class LlamaEngine(Generator):
     n_seq_max: sequences alive at once (samples beyond it wait their turn). n_batch: tokens per
     decode call. chat_template: ``"auto"`` (from the GGUF metadata; none means a base model
     prompted with plain text) or a Jinja template string.
+
+    reproducible: decode one sample at a time from an empty cache, so that a sample depends only
+    on its prompt, parameters and seed, never on what else was running. The default batched mode
+    is not batch-invariant: a sequence's logits change slightly with where its tokens land among
+    the KV-cache cells (attention sums in a different order), and a small model amplifies that
+    (on SmolLM2-135M: KL ~3e-3 nats per token), so a sample drawn beside others may diverge when
+    regenerated alone. Reproducible mode is about 2-3x slower (no batching, no prefix sharing);
+    kept trajectories (step-level search) still share the cache and are not covered.
     """
 
     name = "llama.cpp"
@@ -171,6 +179,7 @@ class LlamaEngine(Generator):
         n_threads: int | None = None,
         chat_template: str | None = "auto",
         model_name: str | None = None,
+        reproducible: bool = False,
     ):
         path = Path(model_path)
         if not path.is_file():
@@ -181,6 +190,7 @@ class LlamaEngine(Generator):
         llama_cpp.llama_backend_init()
         self.model_path = path
         self.model_name = model_name or path.stem
+        self.reproducible = bool(reproducible)
         self._engine_id = next(self._ids)
 
         mparams = llama_cpp.llama_model_default_params()
@@ -462,13 +472,15 @@ class LlamaEngine(Generator):
     def _admit(self) -> None:
         """Give waiting jobs sequences, as many samples as there are free sequence ids."""
         while self._queue and self._free_ids:
+            if self.reproducible and (self._live or self._jobs_reading):
+                return  # one sample at a time
             job = self._queue[0]
             if job.parent is not None and job.parent.freed:
                 self._queue.popleft()
                 for s in job.samples:
                     _set(s.future, exc=ConfigError("parent", "the handle was freed before the fork ran", "a live handle"))
                 continue
-            take = min(len(job.samples), len(self._free_ids))
+            take = 1 if self.reproducible else min(len(job.samples), len(self._free_ids))
             if take < len(job.samples):
                 # split: the rest waits (and reads the prefix again later)
                 rest = _Job(prompt=job.prompt, samples=job.samples[take:], parent=job.parent)
@@ -476,6 +488,10 @@ class LlamaEngine(Generator):
                 self._queue[0] = rest
             else:
                 self._queue.popleft()
+            if self.reproducible and len(self._free_ids) == self.n_seq_max:
+                # nothing is held: start from an empty cache, so the sample's tokens take the
+                # same cells as when it runs alone
+                self._ll.llama_memory_clear(self._mem, True)
             for s in job.samples:
                 s.seq_id = self._free_ids.popleft()
             lead = job.leader

@@ -4,6 +4,7 @@
 
     infscale eval --dataset arith --limit 30 --strategies greedy,majority,best-of-n:scorer=arith-check \\
                   --budgets 1,4,8 [--seeds S] [--model M | --backend-url URL] [--db PATH] [--json]
+                  [--reproducible]
     infscale eval --resume RUN_ID
 
 ``run: RUN_ID`` goes to stderr as soon as the run exists, then a progress bar. At the end the
@@ -47,6 +48,9 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--min-p", type=float, default=0.0)
     p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--reproducible", action="store_true",
+                   help="embedded engine: draw one sample at a time, so each is reproducible from its stored "
+                        "seed whatever ran beside it (2-3x slower)")
     p.add_argument("--resume", default=None, metavar="RUN_ID",
                    help="continue a stored run with its stored configuration (other grid options are ignored)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -67,13 +71,20 @@ def _config(args):
                      limit=args.limit, task=args.task, question_field=args.question_field,
                      answer_field=args.answer_field, choices_field=args.choices_field, model=args.model,
                      backend_url=args.backend_url, params=params,
-                     concurrency=8 if args.concurrency is None else args.concurrency, subsamples=args.subsamples)
+                     concurrency=8 if args.concurrency is None else args.concurrency, subsamples=args.subsamples,
+                     reproducible=args.reproducible)
     cfg.validate()
     return cfg
 
 
-def run(args) -> int:
+def _generator(config):
     from ..api import load_generator  # noqa: PLC0415
+
+    options = {"reproducible": True} if config.reproducible else {}
+    return load_generator(config.model, backend_url=config.backend_url, **options)
+
+
+def run(args) -> int:
     from ..evaluation.harness import EvalConfig, run_eval, start_run  # noqa: PLC0415
     from ._runs import ProgressBar, open_store, results_json, summarize_run, write_reports  # noqa: PLC0415
 
@@ -86,7 +97,7 @@ def run(args) -> int:
             config = EvalConfig.from_dict(stored["config"])
             config.validate()
             run_id = args.resume
-            generator = load_generator(config.model, backend_url=config.backend_url)
+            generator = _generator(config)
         else:
             if not args.dataset:
                 raise ConfigError("dataset", "missing", "--dataset NAME|FILE.jsonl, or --resume RUN_ID")
@@ -96,7 +107,7 @@ def run(args) -> int:
             problems = load_dataset(config.dataset, limit=config.limit, task=config.task,
                                     question_field=config.question_field, answer_field=config.answer_field,
                                     choices_field=config.choices_field)
-            generator = load_generator(config.model, backend_url=config.backend_url)
+            generator = _generator(config)
             run_id = start_run(store, config, problems, chat=generator.capabilities.chat_template)
         print(f"run: {run_id}", file=sys.stderr, flush=True)
         bar = ProgressBar(enabled=not args.no_progress)

@@ -209,6 +209,7 @@ class EvalConfig:
     params: dict[str, Any] = field(default_factory=dict)
     concurrency: int = 8
     subsamples: int = 20
+    reproducible: bool = False  # embedded engine: one sample at a time, independent of the batch
 
     def validate(self, scorers: dict[str, Callable[[], Scorer]] | None = None) -> list[StrategySpec]:
         """Check every setting (one-line errors naming the parameter); the parsed specs."""
@@ -219,6 +220,9 @@ class EvalConfig:
                                 ("subsamples", self.subsamples, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ConfigError(name, f"got {value!r}", f"an integer >= {lo}")
+        if self.reproducible and self.backend_url:
+            raise ConfigError("reproducible", "applies to the embedded engine only, not to --backend-url",
+                              "--reproducible with the embedded engine (--model), or no --reproducible")
         self.sampling_params()
         return specs
 
