@@ -295,6 +295,24 @@ async def test_best_of_n_oracle_finds_a_minority_correct_answer():
     assert [c.score for c in r.candidates] == [-math.inf, -math.inf, 0.0, -math.inf, -math.inf]
 
 
+def test_best_of_n_breaks_score_ties_by_mean_token_logprob():
+    from infscale.answers import get_task
+    from infscale.strategies.sample import SAMPLE_STRATEGIES, select_from
+    from infscale.types import Candidate
+
+    def cand(answer, score, logprob, tokens):
+        return Candidate(text=answer, answer=answer, score=score, logprob=logprob, generated_tokens=tokens)
+
+    bon = SAMPLE_STRATEGIES["best-of-n"]
+    # two samples pass the verifier; the second is more confident per token (-0.2 vs -0.5)
+    cands = [cand("7", -3.0, -1.0, 10), cand("8", 0.0, -5.0, 10), cand("9", 0.0, -4.0, 20)]
+    assert select_from(bon, cands, get_task("math")).answer == "9"
+    # the score still comes first, whatever the confidence
+    assert select_from(bon, [cand("7", -3.0, 0.0, 10), *cands[1:2]], get_task("math")).answer == "8"
+    # equal on both: the first of equals
+    assert select_from(bon, [cand("5", 0.0, -2.0, 4), cand("6", 0.0, -1.0, 2)], get_task("math")).answer == "5"
+
+
 @pytest.mark.parametrize("chat", [True, False])
 @pytest.mark.asyncio
 async def test_best_of_n_self_eval_charges_scorer_calls(chat):

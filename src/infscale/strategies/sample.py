@@ -21,7 +21,9 @@ sample (``count``), ``exp(score)`` of an outcome scorer's log-score (``score``),
 geometric-mean token probability ``exp(logprob / tokens)`` (``prob``, the perplexity-based
 weight of RPC). Samples without an extractable answer carry no weight; if no sample has one,
 the strategy abstains (``answer is None``). Ties go to the class seen first, which for
-exchangeable samples is a uniformly random tie-break.
+exchangeable samples is a uniformly random tie-break. ``best-of-n`` breaks ties on the score —
+frequent with pass/fail verifiers such as ``arith-check`` or ``code-tests`` — by the samples'
+mean token log-probability (the model's confidence), then by order.
 
 Budget: every sample is one call; scorer calls (one per sample for ``self-eval``) are charged
 too. When the budget runs out the strategy chooses from the samples it has.
@@ -155,7 +157,9 @@ class SampleStrategy(Strategy):
         elif self.choose == "best":
             scored = [c for c in cands if c.answer is not None and c.score is not None]
             if scored:
-                best = max(scored, key=lambda c: c.score)  # first of equals: max is stable
+                # ties on the score (common with pass/fail verifiers) go to the sample the model
+                # was most confident in, then to the first of equals (max is stable)
+                best = max(scored, key=lambda c: (c.score, c.logprob / max(1, c.generated_tokens)))
                 answer = best.answer
                 answers = [answer] + [a for a in answers if a != answer]
         elif self.choose == "bom":
