@@ -338,6 +338,13 @@ def test_cli_eval_json_report_and_export(server, tmp_path, capsys):
     comps = json.loads(capsys.readouterr().out)["summary"]["comparisons"]
     # the first strategy on the command line is the baseline of the paired comparisons
     assert {c["baseline"] for c in comps} == {"greedy"} and len(comps) == 2
+    # greedy runs at budget 1 only: the others are compared at their largest budget
+    assert {(c["budget"], c["baseline_budget"]) for c in comps} == {(4, 1)}
+    assert main(["report", rid, "--db", str(db), "--json", "--no-html", "--baseline", "majority"]) == 0
+    comps = json.loads(capsys.readouterr().out)["summary"]["comparisons"]
+    assert {c["baseline"] for c in comps} == {"majority"} and "greedy" in {c["strategy"] for c in comps}
+    assert main(["report", rid, "--db", str(db), "--baseline", "nope"]) == 2
+    assert "baseline" in capsys.readouterr().err
     assert main(["report", "--db", str(db)]) == 0
     assert rid in capsys.readouterr().out
     assert main(["report", "nope", "--db", str(db)]) == 2

@@ -401,10 +401,13 @@ def test_summarize_cells_coverage_and_comparisons():
     assert cov["ks"] == [1, 2, 4, 5] and cov["problems"] == 4 and cov["min_samples"] == 5
     assert cov["coverage"] == pytest.approx(coverage_curve([(5, 0), (5, 1), (5, 2), (5, 3)], [1, 2, 4, 5]))
     assert cov["majority"]["ks"] == cov["ks"] and len(cov["majority"]["accuracy"]) == 4
+    # each strategy at its largest budget against the baseline at its largest budget
     (cmp,) = s["comparisons"]
-    assert (cmp["strategy"], cmp["baseline"], cmp["budget"]) == ("majority", "best-of-n:scorer=arith-check", 4)
-    assert cmp["diff"] == pytest.approx(0.625 - 0.25) and cmp["n"] == 4
+    assert (cmp["strategy"], cmp["budget"], cmp["baseline"], cmp["baseline_budget"]) == \
+        ("majority", 8, "best-of-n:scorer=arith-check", 4)
+    assert cmp["diff"] == pytest.approx(1.0 - 0.25) and cmp["n"] == 4
     assert summarize(results)["coverage"] is None
     (cmp,) = summarize(results, baseline="majority")["comparisons"]
-    assert (cmp["strategy"], cmp["baseline"], cmp["budget"]) == ("best-of-n:scorer=arith-check", "majority", 4)
-    assert cmp["diff"] == pytest.approx(0.25 - 0.625)
+    assert (cmp["strategy"], cmp["budget"], cmp["baseline"], cmp["baseline_budget"]) == \
+        ("best-of-n:scorer=arith-check", 4, "majority", 8)
+    assert cmp["diff"] == pytest.approx(0.25 - 1.0)

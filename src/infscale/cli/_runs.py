@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import MissingExtraError
+from ..errors import ConfigError, MissingExtraError
 
 __all__ = ["add_db_argument", "open_store", "summarize_run", "results_json", "run_title", "html_path",
            "write_reports", "ProgressBar"]
@@ -25,15 +25,18 @@ def open_store(args):
     return Store(args.db)
 
 
-def summarize_run(store, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def summarize_run(store, run_id: str, baseline: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(summary, result rows)``: the metrics summary of a stored run. Paired comparisons take
-    the run's first strategy (as given to ``--strategies``) as the baseline."""
+    ``baseline`` (one of the run's strategies), by default the run's first strategy (as given
+    to ``--strategies``), as the baseline."""
     from ..evaluation import metrics  # noqa: PLC0415
     from ..evaluation.harness import metrics_inputs  # noqa: PLC0415
 
     strategies = store.get_run(run_id)["config"].get("strategies") or [None]
+    if baseline is not None and baseline not in strategies:
+        raise ConfigError("baseline", f"{baseline!r} is not a strategy of run {run_id}", ", ".join(map(str, strategies)))
     results, samples = metrics_inputs(store, run_id)
-    return metrics.summarize(results, samples, baseline=strategies[0]), results
+    return metrics.summarize(results, samples, baseline=baseline or strategies[0]), results
 
 
 def results_json(summary: dict[str, Any], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,14 +86,14 @@ def html_path(run_id: str) -> Path:
     return subdir("reports") / f"{run_id}.html"
 
 
-def write_reports(store, run_id: str, *, html: str | Path | None = None, write_html: bool = True
-                  ) -> tuple[str, Path | None, dict[str, Any], list[dict[str, Any]]]:
+def write_reports(store, run_id: str, *, html: str | Path | None = None, write_html: bool = True,
+                  baseline: str | None = None) -> tuple[str, Path | None, dict[str, Any], list[dict[str, Any]]]:
     """The terminal table, the HTML report's path (written unless ``write_html`` is false), the
     summary and the result rows of one run."""
     from ..evaluation import report  # noqa: PLC0415
 
     run = store.get_run(run_id)
-    summary, results = summarize_run(store, run_id)
+    summary, results = summarize_run(store, run_id, baseline)
     title = run_title(run)
     table = report.terminal_report(summary, title=title)
     path = None

@@ -18,6 +18,8 @@ def register(sub) -> None:
     p.add_argument("--html", default=None, metavar="PATH", help="where to write the HTML report")
     p.add_argument("--no-html", action="store_true", help="only print the terminal table")
     p.add_argument("--json", action="store_true", help="print the run's metrics summary as one JSON object")
+    p.add_argument("--baseline", default=None, metavar="STRATEGY",
+                   help="the strategy the paired comparisons compare against (default: the run's first)")
     from ._runs import add_db_argument  # noqa: PLC0415
 
     add_db_argument(p)
@@ -33,7 +35,7 @@ def run(args) -> int:
             return _list(store)
         run = store.get_run(args.run_id)
         table, path, summary, results = write_reports(store, args.run_id, html=args.html,
-                                                      write_html=not args.no_html)
+                                                      write_html=not args.no_html, baseline=args.baseline)
         if args.json:
             print(json.dumps({"run_id": args.run_id, "meta": run_meta(run, store), "html": str(path) if path else None,
                               "results": results_json(summary, results), "summary": summary},

@@ -775,9 +775,10 @@ def summarize(
       (:func:`fit_coverage_power_law`), ``problems``, ``min_samples``, and ``majority`` (``ks``,
       ``accuracy``) when answers are present; ``None`` without samples.
     * ``comparisons`` — each other strategy against the baseline (``baseline`` if given and
-      present, else the first strategy in sorted order), at their largest common budget, on their
-      common problems: :func:`paired_comparison` of (strategy, baseline) plus ``strategy``,
-      ``baseline`` and ``budget``.
+      present, else the first strategy in sorted order), each at its largest budget (the most
+      compute the run gave it; with equal budget lists that is the same budget), on their common
+      problems: :func:`paired_comparison` of (strategy, baseline) plus ``strategy``, ``budget``,
+      ``baseline`` and ``baseline_budget``.
     """
     cells_rows: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
     for r in results:
@@ -806,18 +807,16 @@ def summarize(
     strategies = sorted({s for s, _ in cells_rows})
     if strategies:
         base = baseline if baseline in strategies else strategies[0]
-        base_budgets = {b for s, b in cells_rows if s == base}
+        base_budget = max(b for s, b in cells_rows if s == base)
         for s in (t for t in strategies if t != base):
-            common = base_budgets & {b for t, b in cells_rows if t == s}
-            if not common:
-                continue
-            budget = max(common)
-            sa, sb = scores[(s, budget)], scores[(base, budget)]
+            budget = max(b for t, b in cells_rows if t == s)
+            sa, sb = scores[(s, budget)], scores[(base, base_budget)]
             pids = sorted(set(sa) & set(sb))
             if not pids:
                 continue
             cmp = paired_comparison([sa[p] for p in pids], [sb[p] for p in pids], conf)
-            comparisons.append({"strategy": s, "baseline": base, "budget": budget, **cmp})
+            comparisons.append({"strategy": s, "budget": budget, "baseline": base, "baseline_budget": base_budget,
+                                **cmp})
 
     return {"cells": cells, "coverage": _coverage_summary(samples), "comparisons": comparisons, "conf": conf}
 

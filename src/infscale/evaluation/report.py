@@ -118,9 +118,10 @@ def terminal_report(summary: Mapping[str, Any], *, title: str = "") -> str:
     if comps:
         out += ["", f"Paired comparisons (strategy - baseline on the same problems; {pct} interval)"]
         out += _table(
-            ["strategy", "baseline", "budget", "n", "diff", "interval", "p", "W/L/T", "test"],
+            ["strategy", "budget", "baseline", "budget", "n", "diff", "interval", "p", "W/L/T", "test"],
             [
-                [c["strategy"], c["baseline"], str(c["budget"]), str(c["n"]), f"{c['diff']:+.3f}",
+                [c["strategy"], str(c["budget"]), c["baseline"], str(c.get("baseline_budget", c["budget"])), str(c["n"]),
+                 f"{c['diff']:+.3f}",
                  _interval(c["interval"]), f"{c['p_value']:.4g}", f"{c['wins']}/{c['losses']}/{c['ties']}", c["test"]]
                 for c in comps
             ],
@@ -441,8 +442,10 @@ def write_html_report(summary: Mapping[str, Any], path: str | Path, *, title: st
     if comps:
         parts += [f"<h2>Paired comparisons (strategy − baseline, {pct} interval)</h2>", _html_table(
             "comparisons",
-            ["strategy", "baseline", "budget", "problems", "difference", "interval", "p-value", "wins/losses/ties", "test"],
-            [[c["strategy"], c["baseline"], str(c["budget"]), str(c["n"]), f"{c['diff']:+.3f}", _interval(c["interval"]),
+            ["strategy", "budget", "baseline", "baseline budget", "problems", "difference", "interval", "p-value",
+             "wins/losses/ties", "test"],
+            [[c["strategy"], str(c["budget"]), c["baseline"], str(c.get("baseline_budget", c["budget"])), str(c["n"]),
+              f"{c['diff']:+.3f}", _interval(c["interval"]),
               f"{c['p_value']:.4g}", f"{c['wins']}/{c['losses']}/{c['ties']}", c["test"]] for c in comps],
         )]
     cov = summary.get("coverage")
