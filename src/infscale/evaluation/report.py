@@ -47,12 +47,14 @@ def _interval(iv: Sequence[float] | None, digits: int = 3) -> str:
     return f"[{iv[0]:.{digits}f}, {iv[1]:.{digits}f}]"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
-    """Fixed-width table: the first ``left`` columns left-aligned, the others right-aligned."""
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int | set[int] = 1) -> list[str]:
+    """Fixed-width table: the first ``left`` columns (or the columns in the set ``left``)
+    left-aligned, the others right-aligned."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lefts = set(range(left)) if isinstance(left, int) else left
 
     def line(cells: Sequence[str]) -> str:
-        parts = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        parts = [c.ljust(w) if i in lefts else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
         return "  ".join(parts).rstrip()
 
     return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
@@ -125,7 +127,7 @@ def terminal_report(summary: Mapping[str, Any], *, title: str = "") -> str:
                  _interval(c["interval"]), f"{c['p_value']:.4g}", f"{c['wins']}/{c['losses']}/{c['ties']}", c["test"]]
                 for c in comps
             ],
-            left=2,
+            left={0, 2},
         )
     return "\n".join(out) + "\n"
 
