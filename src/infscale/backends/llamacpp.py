@@ -162,7 +162,7 @@ class LlamaEngine(Generator):
     is not batch-invariant: a sequence's logits change slightly with where its tokens land among
     the KV-cache cells (attention sums in a different order), and a small model amplifies that
     (on SmolLM2-135M: KL ~3e-3 nats per token), so a sample drawn beside others may diverge when
-    regenerated alone. Reproducible mode is about 2-3x slower (no batching, no prefix sharing);
+    regenerated alone. Reproducible mode is about 2x slower (no batching, no prefix sharing);
     kept trajectories (step-level search) still share the cache and are not covered.
     """
 

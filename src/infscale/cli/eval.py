@@ -50,7 +50,7 @@ def register(sub) -> None:
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--reproducible", action="store_true",
                    help="embedded engine: draw one sample at a time, so each is reproducible from its stored "
-                        "seed whatever ran beside it (2-3x slower)")
+                        "seed whatever ran beside it (about 2x slower)")
     p.add_argument("--resume", default=None, metavar="RUN_ID",
                    help="continue a stored run with its stored configuration (other grid options are ignored)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
