@@ -306,3 +306,60 @@ def test_trace_file_round_trip_and_tree(tmp_path, capsys):
     assert main(["trace", "show", str(path)]) == 0
     assert "root #" in capsys.readouterr().out
     assert main(["trace", "show", str(tmp_path / "missing.jsonl")]) == 2
+
+
+# -- sequence bookkeeping under KV forking -----------------------------------------------------
+
+class _Handle:
+    def __init__(self, text: str):
+        self.text, self.freed = text, False
+
+
+class ForkingFake(FakeGenerator):
+    """A fake with ``kv_fork``: ``keep=True`` requests get handles, ``parent=`` continues one; it
+    records every handle still held, as the embedded engine holds KV sequences."""
+
+    def __init__(self, reply):
+        super().__init__(reply)
+        from infscale.backends.base import Capabilities
+
+        self.capabilities = Capabilities(chat_template=True, kv_fork=True)
+        self.held: set[_Handle] = set()
+
+    async def generate(self, requests):
+        import dataclasses
+
+        plain = []
+        for r in requests:
+            if r.parent is not None:
+                assert not r.parent.freed, "a fork from a freed handle"
+                r = dataclasses.replace(r, parent=None, prompt="q", prefix=r.parent.text + r.prefix)
+            plain.append(r)
+        outs = await super().generate(plain)
+        for r, o in zip(plain, outs):
+            if r.keep:
+                o.handle = _Handle(r.prefix + o.text + (o.stop or ""))
+                self.held.add(o.handle)
+        return outs
+
+    def free(self, handle):
+        handle.freed = True
+        self.held.discard(handle)
+
+
+def _empty_first(req, rng):
+    """Every step is preceded by an empty line (merged, never counted) and ends in an answer."""
+    steps = FakeStepModel.steps_of(req.prefix)
+    if req.prefix.endswith("\n\n") or req.prefix == "":
+        return ("Answer: done" if len(steps) >= 2 else f"s{len(steps)}{int(rng.integers(3))}") + "\n"
+    return "\n"
+
+
+@pytest.mark.parametrize("strategy", ["particle-filter", "smc", "importance-sampling", "particle-gibbs", "beam-search",
+                                      "dvts", "rebase", "best-first"])
+@pytest.mark.parametrize("reply", ["plain", "empty-steps"])
+def test_every_kept_sequence_is_freed(strategy, reply):
+    gen = ForkingFake(_empty_first if reply == "empty-steps" else FakeStepModel(next_steps).reply)
+    r = run(strategy, 4, model=gen, max_steps=4)
+    assert r.candidates
+    assert gen.held == set()

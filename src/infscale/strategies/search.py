@@ -300,7 +300,12 @@ class SearchStrategy(Strategy):
     def _apply(self, ctx: Context, c: Node, out) -> None:
         """Fold one completion into a child node."""
         opts = ctx.options
+        old = c.handle
         c.handle = out.handle
+        if old is not None and not isinstance(old, Node) and old is not out.handle:
+            # a merged empty step: the node continued from its own previous sequence, which the
+            # new one has copied; nothing else holds it
+            ctx.generator.free(old)
         c.tokens += out.generated_tokens
         c.logprob += out.logprob
         c.step_logprob = out.logprob / max(1, out.generated_tokens)
