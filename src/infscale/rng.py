@@ -1,7 +1,8 @@
 """Randomness is an argument.
 
 Every sample's seed derives from ``(seed, problem id, sample index)`` through a hash, so that a
-sample is reproducible whatever else shares its batch, and two problems never share a stream.
+sample's random draws do not depend on what else shares its batch, and two problems never share a
+stream. (Whether the logits do is the generator's business: see ``LlamaEngine(reproducible=...)``.)
 """
 
 from __future__ import annotations
