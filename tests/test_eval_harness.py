@@ -550,3 +550,25 @@ def test_code_samples_are_graded_by_running_their_tests(tmp_path):
             if r["budget"] == 1:
                 pool = [s for s in samples if s["problem_id"] == r["problem_id"]]
                 assert r["correct"] == pytest.approx(sum(s["correct"] for s in pool) / 4)
+
+
+def test_share_clock_splits_wall_time_among_the_sequences_in_flight():
+    from infscale.evaluation.harness import ShareClock
+
+    t = [0.0]
+    clock = ShareClock(lambda: t[0])
+    pool = clock.enter(3)  # a pool of 3 samples from t=0
+    t[0] = 2.0
+    greedy = clock.enter(1)  # one greedy sequence joins at t=2
+    t[0] = 6.0
+    first = clock.leave(1, pool)  # one pool sample done at t=6: 2/3 + 4/4
+    t[0] = 9.0
+    g = clock.leave(1, greedy)  # greedy done at t=9: 4/4 + 3/3
+    t[0] = 11.0
+    rest = clock.leave(2, pool)  # the last two at t=11: 2 x (2/3 + 4/4 + 3/3 + 2/2)
+    assert first == pytest.approx(2 / 3 + 1)
+    assert g == pytest.approx(2.0)
+    assert rest == pytest.approx(2 * (2 / 3 + 1 + 1 + 1))
+    assert first + g + rest == pytest.approx(11.0)  # the charges add up to the wall time
+    t[0] = 20.0  # idle time is charged to nobody
+    assert clock.leave(0, clock.enter(1)) == 0.0

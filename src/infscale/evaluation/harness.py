@@ -29,10 +29,11 @@ strategies with a ``k`` setting). Grading never influences a strategy.
 An item that fails with a retryable backend error (a full KV cache, a 503) is retried up to
 three times; what it stored stays stored.
 
-Seconds are wall time shared among the items in flight: a pool sample is charged the time since
-the previous sample of its pool arrived, a per-budget run its wall time, each divided by the
-number of items generating at that moment, so summed over a run they approximate its wall
-time instead of counting the shared engine once per problem.
+Seconds are wall time shared among the sequences in flight (:class:`ShareClock`): at every
+instant the elapsed time is split equally among the samples being generated — a pool's
+outstanding samples, a per-budget run's ``n`` (1 for greedy), a scorer's texts — so a sample is
+charged its share of the engine, one greedy answer costs about what one pooled sample costs, and
+the charges of a run sum to its generating wall time.
 
 Resume: everything has a unique key in the store. Re-running a run id skips stored results,
 generates only the pool samples that are missing, and scores only what is unscored; with a
@@ -306,6 +307,35 @@ class _FoldedTask(AnswerTask):
 # The harness.
 
 
+class ShareClock:
+    """Processor-sharing accounting of wall time: the time that passes is split equally among the
+    sequences registered at that moment. ``mark = enter(w)`` registers ``w`` sequences;
+    ``leave(w, mark)`` removes ``w`` of them and returns the seconds they accrued together since
+    ``mark`` (w times one sequence's share)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._t = clock()
+        self._v = 0.0  # seconds accrued by one sequence present all along
+        self._w = 0
+
+    def _tick(self) -> None:
+        now = self._clock()
+        if self._w > 0:
+            self._v += (now - self._t) / self._w
+        self._t = now
+
+    def enter(self, w: int) -> float:
+        self._tick()
+        self._w += w
+        return self._v
+
+    def leave(self, w: int, mark: float) -> float:
+        self._tick()
+        self._w -= w
+        return w * (self._v - mark)
+
+
 @dataclass
 class Progress:
     """What the progress callback sees."""
@@ -335,7 +365,7 @@ class _Harness:
         self.pooled = [s for s in specs if s.pooled]
         self.done_keys = store.result_keys(run_id)
         self.items_done = 0
-        self.in_flight = 0  # items generating now: wall time is shared among them
+        self.clock = ShareClock()  # wall time shared among the sequences generating
         self.samples_new = 0
         self.results_new = 0
         self.started = time.monotonic()
@@ -383,13 +413,6 @@ class _Harness:
         return task.is_correct(answer, problem.reference) if problem.task != "code" else False
 
     # -- the grid -----------------------------------------------------------------------
-    async def _counted(self, work) -> None:
-        self.in_flight += 1
-        try:
-            await work
-        finally:
-            self.in_flight -= 1
-
     async def run(self) -> None:
         sem = asyncio.Semaphore(self.config.concurrency)
 
@@ -397,7 +420,7 @@ class _Harness:
             async with sem:
                 for attempt in range(RETRIES + 1):
                     try:
-                        await self._counted(self._item(problem, seed))
+                        await self._item(problem, seed)
                         break
                     except BackendError as e:  # e.g. the KV cache was full: what is stored stays
                         if not e.retryable or attempt == RETRIES:
@@ -432,6 +455,17 @@ class _Harness:
             await asyncio.gather(*jobs)
 
     # -- pooled strategies ----------------------------------------------------------------
+    async def _store_pool_sample(self, problem: Problem, seed: int, task: AnswerTask, idx: int, c, seconds: float
+                                 ) -> None:
+        answer = task.extract(c.text)
+        (correct,) = await self._grade(problem, [c.text], [answer])
+        row = {"problem_id": problem.id, "seed": seed, "pool": POOL, "idx": idx, "text": c.text,
+               "answer": answer, "correct": correct, "finish_reason": c.finish_reason,
+               "generated_tokens": c.generated_tokens, "prompt_tokens": c.prompt_tokens, "logprob": c.logprob,
+               "sample_seed": c.seed, "seconds": seconds}
+        self.store.put_samples(self.run_id, [row])
+        self.samples_new += 1
+
     async def _pool(self, problem: Problem, seed: int) -> None:
         M = self.pool_size
         stored = {s["idx"]: s for s in self.store.get_samples(self.run_id, problem_id=problem.id, seed=seed, pool=POOL)}
@@ -440,18 +474,14 @@ class _Harness:
             ctx = self._context(problem, seed, M)
             task = ctx.task
             reqs = [ctx.sample_request(i) for i in missing]
-            last = time.monotonic()
-            async for j, c in ctx.stream(reqs):
-                now = time.monotonic()
-                answer = task.extract(c.text)
-                (correct,) = await self._grade(problem, [c.text], [answer])
-                row = {"problem_id": problem.id, "seed": seed, "pool": POOL, "idx": missing[j], "text": c.text,
-                       "answer": answer, "correct": correct, "finish_reason": c.finish_reason,
-                       "generated_tokens": c.generated_tokens, "prompt_tokens": c.prompt_tokens, "logprob": c.logprob,
-                       "sample_seed": c.seed, "seconds": (now - last) / max(1, self.in_flight)}
-                last = now
-                self.store.put_samples(self.run_id, [row])
-                self.samples_new += 1
+            mark, outstanding = self.clock.enter(len(reqs)), len(reqs)
+            try:
+                async for j, c in ctx.stream(reqs):
+                    seconds = self.clock.leave(1, mark)
+                    outstanding -= 1
+                    await self._store_pool_sample(problem, seed, task, missing[j], c, seconds)
+            finally:
+                self.clock.leave(outstanding, mark)
             stored = {s["idx"]: s for s in self.store.get_samples(self.run_id, problem_id=problem.id, seed=seed, pool=POOL)}
             if len(stored) < M:
                 raise ConfigError("generator", f"returned {len(stored)} of {M} samples for problem {problem.id}",
@@ -463,9 +493,13 @@ class _Harness:
                 continue
             scorer = self._scorer(name)
             ctx = self._context(problem, seed, M, scorer)
-            t0 = time.monotonic()
-            scores = await scorer.score(problem, [stored[i]["text"] for i in todo], ctx)
-            u, dt, k = ctx.usage, (time.monotonic() - t0) / max(1, self.in_flight), len(todo)
+            k = len(todo)
+            mark = self.clock.enter(k)
+            try:
+                scores = await scorer.score(problem, [stored[i]["text"] for i in todo], ctx)
+            finally:
+                dt = self.clock.leave(k, mark)
+            u = ctx.usage
             cost = {"generated_tokens": u.generated_tokens / k, "prompt_tokens": u.prompt_tokens / k,
                     "calls": u.calls / k, "seconds": dt / k}
             self.store.set_scores(self.run_id, problem.id, seed, POOL, name, dict(zip(todo, scores)),
@@ -527,8 +561,13 @@ class _Harness:
     # -- strategies run per budget --------------------------------------------------------
     async def _single(self, problem: Problem, seed: int, spec: StrategySpec, budget: int, *, pool: str) -> None:
         scorer = self._scorer(spec.scorer)
-        result = await run_strategy(problem, self.gen, spec.strategy, n=budget, scorer=scorer, params=self.params,
-                                    seed=seed, options=spec.options)
+        width = 1 if spec.greedy else budget  # sequences it keeps in flight, about
+        mark = self.clock.enter(width)
+        try:
+            result = await run_strategy(problem, self.gen, spec.strategy, n=budget, scorer=scorer, params=self.params,
+                                        seed=seed, options=spec.options)
+        finally:
+            seconds = self.clock.leave(width, mark)
         task = get_task(problem.task)
         texts = [c.text for c in result.candidates]
         answers = [c.answer for c in result.candidates]
@@ -551,7 +590,7 @@ class _Harness:
                "answer": result.answer, "answers": result.answers[: max(spec.k, 1)], "correct": 1.0 if ok else 0.0,
                "correct_var": None, "subsamples": 1, "pooled": False, "samples": float(len(result.candidates)),
                "generated_tokens": float(u.generated_tokens), "prompt_tokens": float(u.prompt_tokens),
-               "calls": float(u.calls), "seconds": float(u.seconds) / max(1, self.in_flight),
+               "calls": float(u.calls), "seconds": seconds,
                "stopped_early": result.stopped_early}
         with self.store.transaction():
             self.store.put_samples(self.run_id, samples, commit=False)
