@@ -130,6 +130,20 @@ def test_fork_continues_without_rereading_and_free_releases(engine):
         engine.submit([GenRequest(params=p, parent=h)])
 
 
+def test_a_fork_with_nothing_to_read_fails_without_taking_a_sequence(engine):
+    from infscale.errors import BackendError
+
+    free0 = engine.stats()["free_sequences"]
+    p = SamplingParams(temperature=0.8, max_tokens=8)
+    h = gen(engine, [GenRequest(params=p, prompt="Steps:\n", keep=True, seed=1)])[0].handle
+    h.pending = []  # as after an end of text: no token waits to be read
+    with pytest.raises(BackendError, match="nothing to continue from"):
+        gen(engine, [GenRequest(params=p, parent=h, seed=s) for s in range(2)])
+    engine.free(h)
+    asyncio.run(asyncio.sleep(0.2))
+    assert engine.stats()["free_sequences"] == free0
+
+
 def test_cancel_frees_sequences(engine):
     free0 = engine.stats()["free_sequences"]
 

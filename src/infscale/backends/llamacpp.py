@@ -162,8 +162,9 @@ class LlamaEngine(Generator):
     is not batch-invariant: a sequence's logits change slightly with where its tokens land among
     the KV-cache cells (attention sums in a different order), and a small model amplifies that
     (on SmolLM2-135M: KL ~3e-3 nats per token), so a sample drawn beside others may diverge when
-    regenerated alone. Reproducible mode is about 2x slower (no batching, no prefix sharing);
-    kept trajectories (step-level search) still share the cache and are not covered.
+    regenerated alone. Reproducible mode is about 2x slower (no batching, no prefix sharing).
+    Kept trajectories (step-level search) also run one at a time there, but forks share the
+    cache with their parents, so search is not covered by the guarantee.
     """
 
     name = "llama.cpp"
@@ -448,6 +449,8 @@ class LlamaEngine(Generator):
         return bool(self._live or self._jobs_reading or (self._queue and self._free_ids))
 
     def _release(self, seq_id: int) -> None:
+        if seq_id < 0 or seq_id in self._free_ids:
+            return  # never hand an id out twice
         self._ll.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
         self._free_ids.append(seq_id)
 
@@ -480,6 +483,12 @@ class LlamaEngine(Generator):
                 for s in job.samples:
                     _set(s.future, exc=ConfigError("parent", "the handle was freed before the fork ran", "a live handle"))
                 continue
+            if not job.prompt:  # checked before any sequence id is taken
+                self._queue.popleft()
+                for s in job.samples:
+                    _set(s.future, exc=BackendError("nothing to continue from: the parent has no pending token "
+                                                    "and no prefix was given"))
+                continue
             take = 1 if self.reproducible else min(len(job.samples), len(self._free_ids))
             if take < len(job.samples):
                 # split: the rest waits (and reads the prefix again later)
@@ -491,15 +500,13 @@ class LlamaEngine(Generator):
             if self.reproducible and len(self._free_ids) == self.n_seq_max:
                 # nothing is held: start from an empty cache, so the sample's tokens take the
                 # same cells as when it runs alone
-                self._ll.llama_memory_clear(self._mem, True)
+                self._ll.llama_memory_clear(self._mem, False)
             for s in job.samples:
                 s.seq_id = self._free_ids.popleft()
             lead = job.leader
             if job.parent is not None:
                 self._ll.llama_memory_seq_cp(self._mem, job.parent.seq_id, lead.seq_id, -1, -1)
                 lead.n_past = job.parent.n_past
-            if not job.prompt:
-                raise BackendError("nothing to continue from: the parent has no pending token and no prefix was given")
             self._jobs_reading.append(job)
 
     def _step(self) -> None:
@@ -554,11 +561,12 @@ class LlamaEngine(Generator):
                 finished_jobs.append(who)
                 job = who
                 lead = job.leader
-                for s in job.samples:
-                    if s is not lead:
+                for s in job.samples:  # every follower copies the prefix before anyone (the
+                    if s is not lead:  # leader too) can finish or be cancelled and free it
                         ll.llama_memory_seq_cp(self._mem, lead.seq_id, s.seq_id, -1, -1)
                         s.n_past = lead.n_past
                     s.prompt_tokens = len(job.prompt)
+                for s in job.samples:
                     if self._sample(s, logits[row]):
                         still.append(s)
             else:
@@ -572,6 +580,7 @@ class LlamaEngine(Generator):
         """Draw the next token of ``s``; finish it if a stop condition holds. True if it goes on."""
         if s.future.cancelled():
             self._release(s.seq_id)
+            s.seq_id = -1
             return False
         p = s.params
         tok, lp, slp = sample_token(row, p, s.rng)
@@ -611,17 +620,18 @@ class LlamaEngine(Generator):
         if cut is not None:
             text = s.text.decode("utf-8", errors="ignore")[:cut]
         handle = None
+        sid, s.seq_id = s.seq_id, -1  # the id now belongs to the handle, or is free again
         if s.keep and not s.future.cancelled():
-            handle = SeqHandle(s.seq_id, s.n_past, pending, reason == "stop" and stop is None, self._engine_id, s.prompt_tokens)
+            handle = SeqHandle(sid, s.n_past, pending, reason == "stop" and stop is None, self._engine_id, s.prompt_tokens)
         else:
-            self._release(s.seq_id)
+            self._release(sid)
         c = Completion(
             text=text, finish_reason=reason, prompt_tokens=s.prompt_tokens, generated_tokens=len(s.tokens),
             token_ids=s.tokens, logprobs=s.logprobs, sampled_logprobs=s.sampled_logprobs, top_logprobs=s.top,
             stop=stop, seed=s.seed, handle=handle,
         )
         if not _set(s.future, result=c) and handle is not None:
-            self._release(s.seq_id)
+            self._release(sid)
 
     def _decode_failed(self, rc: int) -> None:
         """No room in the KV cache (rc 1) or an error: put prompt reads back, fail the longest."""
