@@ -138,12 +138,14 @@ async def test_best_of_n_picks_the_candidate_that_passes():
     assert result.answer == "def add(a, b):\n    return a + b"
 
 
-PROMPT = 'from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    """Sum of xs."""\n'
+PROMPT = ('from typing import List\n\n\ndef _add(a: int, b: int) -> int:\n    return a + b\n\n\n'
+          'def total(xs: List[int]) -> int:\n    """Sum of xs."""')  # no final newline
 
 
 @pytest.mark.parametrize(("code", "score"), [
     ("    return sum(xs)", 0.0),                                    # the body only: the prompt completes it
     ("def total(xs: List[int]) -> int:\n    return sum(xs)", 0.0),  # whole function, import left out
+    ("def total(xs: List[int]) -> int:\n    t = 0\n    for x in xs:\n        t = _add(t, x)\n    return t", 0.0),
     ("    return max(xs)", -math.inf),
 ])
 async def test_humaneval_prompt_completes_a_body_and_supplies_imports(code, score):

@@ -8,10 +8,10 @@ from ``problem.metadata``:
   ``entry_point`` (the function passed to ``check``);
 - ``test_list``: MBPP-style ``assert`` strings, with an optional ``test_setup`` code string;
 - ``timeout``: seconds per candidate (default: the scorer's);
-- ``prompt``: HumanEval's prompt (signature and docstring). A candidate that does not define
-  ``entry_point`` is taken as a completion of it (the prompt is put before the code, as when a
-  model continues the prompt with the function's body); one that does define it gets the
-  prompt's import lines, which models often leave out (``from typing import List``).
+- ``prompt``: HumanEval's prompt (imports, helper functions, the signature and docstring). It is
+  put before the candidate: a candidate that does not define ``entry_point`` is the function's
+  body (as when a model continues the prompt); one that does redefines the docstring-only stub
+  and still gets the prompt's imports and helpers, which models often leave out.
 
 Scores are log-probabilities of "correct" under an all-or-nothing verifier: ``0.0`` (log 1)
 when every test passes and ``-inf`` otherwise (no code, a failing test, an error, a timeout).
@@ -114,10 +114,10 @@ class CodeTestsScorer(Scorer):
 
 
 def _with_prompt(code: str, prompt: Any, entry: Any) -> str:
-    """The program to run: ``code``, completed by the problem's ``prompt`` where it needs it."""
+    """The program to run: the problem's ``prompt``, then ``code``."""
     if not isinstance(prompt, str) or not prompt.strip() or not isinstance(entry, str):
         return code
+    prompt = prompt if prompt.endswith("\n") else prompt + "\n"
     if not re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry)}\s*\(", code, re.M):
         return prompt + code  # a body: the continuation of the prompt
-    imports = [ln for ln in prompt.splitlines() if re.match(r"(?:import|from)\s+\w", ln)]
-    return "\n".join(imports) + "\n" + code if imports else code
+    return prompt + "\n" + code  # a whole function: it replaces the stub
