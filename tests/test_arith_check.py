@@ -64,6 +64,8 @@ def test_step_scores_use_the_prefix_for_the_answer_check():
     assert s == pytest.approx([0.0, math.log(0.1), 0.0, math.log(0.1)])
 
 
-def test_bad_eps_is_a_config_error():
+@pytest.mark.parametrize("eps", [0, -0.1, 0.6, 1])
+def test_bad_eps_is_a_config_error(eps):
+    # above 0.5 a failed check would outrank a solution with nothing to check
     with pytest.raises(ConfigError, match="eps"):
-        ArithCheckScorer(eps=0)
+        ArithCheckScorer(eps=eps)

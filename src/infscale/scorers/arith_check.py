@@ -95,17 +95,18 @@ class ArithCheckScorer(Scorer):
     process_capable = True
 
     def __init__(self, eps: float = 0.05):
-        if not 0 < eps < 1:
+        if not 0 < eps <= 0.5:
             from ..errors import ConfigError  # noqa: PLC0415
 
-            raise ConfigError("eps", f"must be in (0, 1), got {eps!r}", "a number between 0 and 1, e.g. 0.05")
+            # above 0.5 a failed check would outrank a solution with nothing to check (log 0.5)
+            raise ConfigError("eps", f"must be in (0, 0.5], got {eps!r}", "a number in (0, 0.5], e.g. 0.05")
         self.log_eps = math.log(eps)
 
     async def score(self, problem, texts, ctx):
         out = []
         for t in texts:
             ok, total, _ = check_text(t)
-            out.append((total - ok) * self.log_eps if total else _UNCHECKED)
+            out.append((total - ok) * self.log_eps + 0.0 if total else _UNCHECKED)
         return out
 
     async def score_steps(self, problem, prefixes, steps, ctx):
