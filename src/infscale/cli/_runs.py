@@ -33,8 +33,16 @@ def summarize_run(store, run_id: str, baseline: str | None = None) -> tuple[dict
     from ..evaluation.harness import metrics_inputs  # noqa: PLC0415
 
     strategies = store.get_run(run_id)["config"].get("strategies") or [None]
-    if baseline is not None and baseline not in strategies:
-        raise ConfigError("baseline", f"{baseline!r} is not a strategy of run {run_id}", ", ".join(map(str, strategies)))
+    if baseline is not None:
+        from ..evaluation.harness import parse_strategies  # noqa: PLC0415
+
+        try:  # stored labels are normalised (settings sorted): compare like with like
+            baseline = parse_strategies([baseline])[0].label
+        except ConfigError:
+            pass
+        if baseline not in strategies:
+            raise ConfigError("baseline", f"{baseline!r} is not a strategy of run {run_id}",
+                              ", ".join(s for s in strategies if s) or "a run with strategies")
     results, samples = metrics_inputs(store, run_id)
     return metrics.summarize(results, samples, baseline=baseline or strategies[0]), results
 

@@ -49,6 +49,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -476,10 +477,11 @@ class _Harness:
             reqs = [ctx.sample_request(i) for i in missing]
             mark, outstanding = self.clock.enter(len(reqs)), len(reqs)
             try:
-                async for j, c in ctx.stream(reqs):
-                    seconds = self.clock.leave(1, mark)
-                    outstanding -= 1
-                    await self._store_pool_sample(problem, seed, task, missing[j], c, seconds)
+                async with aclosing(ctx.stream(reqs)) as stream:  # a failure cancels what is left
+                    async for j, c in stream:
+                        seconds = self.clock.leave(1, mark)
+                        outstanding -= 1
+                        await self._store_pool_sample(problem, seed, task, missing[j], c, seconds)
             finally:
                 self.clock.leave(outstanding, mark)
             stored = {s["idx"]: s for s in self.store.get_samples(self.run_id, problem_id=problem.id, seed=seed, pool=POOL)}
