@@ -135,6 +135,11 @@ class Candidate:
     finish_reason: str = "stop"
     seed: int | None = None
 
+    @property
+    def mean_logprob(self) -> float:
+        """Mean token log-probability: the model's confidence in this sample."""
+        return self.logprob / max(1, self.generated_tokens)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if d["score"] is not None and not math.isfinite(d["score"]):

@@ -494,7 +494,7 @@ def _finish(c: Candidate) -> str:
 
 def _quality(c: Candidate) -> tuple[float, float]:
     score = c.score if c.score is not None and not math.isnan(c.score) else -math.inf
-    return score, c.logprob / max(1, c.generated_tokens)
+    return score, c.mean_logprob
 
 
 def _json_safe(v: Any) -> Any:

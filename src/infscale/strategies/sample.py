@@ -159,7 +159,7 @@ class SampleStrategy(Strategy):
             if scored:
                 # ties on the score (common with pass/fail verifiers) go to the sample the model
                 # was most confident in, then to the first of equals (max is stable)
-                best = max(scored, key=lambda c: (c.score, c.logprob / max(1, c.generated_tokens)))
+                best = max(scored, key=lambda c: (c.score, c.mean_logprob))
                 answer = best.answer
                 answers = [answer] + [a for a in answers if a != answer]
         elif self.choose == "bom":
@@ -177,7 +177,7 @@ class SampleStrategy(Strategy):
     def _weights(self, cands: list[Candidate], ctx: Context) -> list[float]:
         mode = self._mode(ctx.options)
         if mode == "prob":
-            return [math.exp(c.logprob / max(1, c.generated_tokens)) for c in cands]
+            return [math.exp(c.mean_logprob) for c in cands]
         if mode == "score":
             finite = [c.score for c in cands if c.score is not None and c.score > -math.inf]
             if finite:
