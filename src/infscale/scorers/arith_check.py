@@ -102,11 +102,14 @@ class ArithCheckScorer(Scorer):
             raise ConfigError("eps", f"must be in (0, 0.5], got {eps!r}", "a number in (0, 0.5], e.g. 0.05")
         self.log_eps = math.log(eps)
 
+    def _penalty(self, failed: int) -> float:
+        return failed * self.log_eps if failed else 0.0
+
     async def score(self, problem, texts, ctx):
         out = []
         for t in texts:
             ok, total, _ = check_text(t)
-            out.append((total - ok) * self.log_eps + 0.0 if total else _UNCHECKED)
+            out.append(self._penalty(total - ok) if total else _UNCHECKED)
         return out
 
     async def score_steps(self, problem, prefixes, steps, ctx):
@@ -114,5 +117,5 @@ class ArithCheckScorer(Scorer):
         for prefix, step in zip(prefixes, steps):
             _, _, last = check_text(prefix)
             ok, total, _ = check_text(step, last)
-            out.append((total - ok) * self.log_eps)
+            out.append(self._penalty(total - ok))
         return out
