@@ -122,7 +122,7 @@ def terminal_report(summary: Mapping[str, Any], *, title: str = "") -> str:
         out += _table(
             ["strategy", "budget", "baseline", "budget", "n", "diff", "interval", "p", "W/L/T", "test"],
             [
-                [c["strategy"], str(c["budget"]), c["baseline"], str(c.get("baseline_budget", c["budget"])), str(c["n"]),
+                [c["strategy"], str(c["budget"]), c["baseline"], str(c["baseline_budget"]), str(c["n"]),
                  f"{c['diff']:+.3f}",
                  _interval(c["interval"]), f"{c['p_value']:.4g}", f"{c['wins']}/{c['losses']}/{c['ties']}", c["test"]]
                 for c in comps
@@ -446,7 +446,7 @@ def write_html_report(summary: Mapping[str, Any], path: str | Path, *, title: st
             "comparisons",
             ["strategy", "budget", "baseline", "baseline budget", "problems", "difference", "interval", "p-value",
              "wins/losses/ties", "test"],
-            [[c["strategy"], str(c["budget"]), c["baseline"], str(c.get("baseline_budget", c["budget"])), str(c["n"]),
+            [[c["strategy"], str(c["budget"]), c["baseline"], str(c["baseline_budget"]), str(c["n"]),
               f"{c['diff']:+.3f}", _interval(c["interval"]),
               f"{c['p_value']:.4g}", f"{c['wins']}/{c['losses']}/{c['ties']}", c["test"]] for c in comps],
         )]
