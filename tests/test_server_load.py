@@ -33,8 +33,11 @@ def rss_mb() -> float:
 
 
 async def clients(base_url: str, rounds: int) -> list[int]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=60,
-                                 limits=httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)) as c:
+    # Idle connections expire on the client first: httpx and uvicorn both default to 5 s of
+    # keep-alive, and a run that takes about that long otherwise reuses a connection the server
+    # is closing at that moment (httpx.ReadError; seen under load, 2 runs in about 12).
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS, keepalive_expiry=1.0)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as c:
 
         async def one_client(k: int) -> list[int]:
             codes = []
