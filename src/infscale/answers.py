@@ -286,6 +286,14 @@ class AnswerTask(ABC):
         ref = self.reference_answer(reference)
         return ref is not None and self.equivalent(answer, ref)
 
+    def ends_answer(self, step: str) -> bool:
+        """Whether a generated step gives the final answer, so the trajectory ends with it.
+
+        The one rule the search core and the process scorers share: a non-empty ``Answer: X`` /
+        ``Final answer: X`` line, Markdown emphasis allowed (``**Answer:** 18``).
+        """
+        return _last_answer_line(step) is not None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

@@ -29,7 +29,6 @@ runs out the strategy answers from what it has (finished trajectories first).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,7 +44,6 @@ from .sample import _fold
 
 __all__ = ["SearchConfig", "SearchStrategy", "Node", "SEARCH_STRATEGIES", "aggregate"]
 
-_ANSWER_LINE = re.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:：]\s*\S")
 
 
 def aggregate(scores: list[float], how: str) -> float:
@@ -315,7 +313,7 @@ class SearchStrategy(Strategy):
             return
         stop = out.stop
         reports = ctx.generator.capabilities.reports_stop
-        if stop is None and out.finish_reason == "stop" and not reports and not _ANSWER_LINE.search(out.text):
+        if stop is None and out.finish_reason == "stop" and not reports and not ctx.task.ends_answer(out.text):
             # the server does not say which stop ended the text: assume the step delimiter
             # (only an answer line then ends a trajectory; max_steps bounds the rest)
             stop = opts["delimiter"]
@@ -328,8 +326,9 @@ class SearchStrategy(Strategy):
             return
         c.text += step
         c.steps.append(step)
-        if eos or _ANSWER_LINE.search(step):
-            c.finished, c.reason = True, "answer" if _ANSWER_LINE.search(step) else "eos"
+        gives_answer = ctx.task.ends_answer(step)
+        if eos or gives_answer:
+            c.finished, c.reason = True, "answer" if gives_answer else "eos"
         elif c.tokens >= ctx.params.max_tokens:
             c.finished, c.reason = True, "length"
         elif len(c.steps) >= opts["max_steps"]:
