@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..answers import AnswerTask, group_answers
-from ..types import AnswerMass, Candidate, Completion, Result, Usage
+from ..types import Candidate, Completion, Result, Usage
+from . import voting
 from .base import BudgetExhausted, Context, ParamSpec, Strategy
 
 __all__ = ["SampleStrategy", "SAMPLE_STRATEGIES", "beta_leader_probability", "select_from"]
@@ -143,30 +144,17 @@ class SampleStrategy(Strategy):
             cands.append(Candidate(text=c.text, answer=ctx.task.extract(c.text), index=i, logprob=c.logprob,
                                    score=score, generated_tokens=c.generated_tokens,
                                    finish_reason=c.finish_reason, seed=c.seed))
-        return self._choose(cands, ctx, n=state.target, stopped_early=state.stopped_early)
+        return self._choose(cands, ctx.task, ctx.options, ctx.usage, n=state.target, stopped_early=state.stopped_early)
 
-    def _choose(self, cands: list[Candidate], ctx, *, n: int, stopped_early: bool) -> Result:
-        """The selection step over finished candidates; ``ctx`` needs ``task``, ``options``, ``usage``."""
-        dist, members = self._distribution(cands, ctx)
-        answers = [m.answer for m in dist]
-        answer = answers[0] if answers else None
-        if self.choose == "first":
-            answer = next((c.answer for c in cands if c.answer is not None), None)
-            if answer is not None:
-                answers = [answer] + [a for a in answers if a != answer]
-        elif self.choose == "best":
-            scored = [c for c in cands if c.answer is not None and c.score is not None]
-            if scored:
-                # ties on the score (common with pass/fail verifiers) go to the sample the model
-                # was most confident in, then to the first of equals (max is stable)
-                best = max(scored, key=lambda c: (c.score, c.mean_logprob))
-                answer = best.answer
-                answers = [answer] + [a for a in answers if a != answer]
-        elif self.choose == "bom":
-            answers = self._best_of_majority(cands, dist, members, ctx)
-            answer = answers[0] if answers else None
-        return Result(strategy=self.name, answer=answer, answers=answers, distribution=dist,
-                      candidates=cands, usage=ctx.usage, n=n, stopped_early=stopped_early)
+    def _choose(self, cands: list[Candidate], task: AnswerTask, options: dict[str, Any], usage: Usage, *,
+                n: int, stopped_early: bool) -> Result:
+        """The selection step over finished candidates: fold by the task's equivalence, weigh,
+        choose by this strategy's rule (:mod:`infscale.strategies.voting`)."""
+        classes = voting.fold(cands, self._log_weights(cands, options), task)
+        answers = voting.choose(self.choose, classes, cands, k=options.get("k", 1), alpha=options.get("alpha", 0.0))
+        return Result(strategy=self.name, answer=answers[0] if answers else None, answers=answers,
+                      distribution=voting.distribution(classes), candidates=cands, usage=usage, n=n,
+                      stopped_early=stopped_early)
 
     def _mode(self, options: dict[str, Any]) -> str:
         return options.get("by", self.weight)
@@ -174,46 +162,15 @@ class SampleStrategy(Strategy):
     def wants_scorer(self, options: dict[str, Any]) -> bool:
         return self._mode(options) == "score" or self.choose in ("best", "bom")
 
-    def _weights(self, cands: list[Candidate], ctx: Context) -> list[float]:
-        mode = self._mode(ctx.options)
+    def _log_weights(self, cands: list[Candidate], options: dict[str, Any]) -> list[float]:
+        """Each candidate's log-weight in the vote: 0 (``count``), the outcome scorer's log-score
+        (``score``; unscored: ``-inf``), or the mean token log-probability (``prob``)."""
+        mode = self._mode(options)
         if mode == "prob":
-            return [math.exp(c.mean_logprob) for c in cands]
+            return [c.mean_logprob for c in cands]
         if mode == "score":
-            finite = [c.score for c in cands if c.score is not None and c.score > -math.inf]
-            if finite:
-                top = max(finite)
-                return [0.0 if c.score is None or c.score == -math.inf else math.exp(c.score - top) for c in cands]
-        return [1.0] * len(cands)
-
-    def _distribution(self, cands: list[Candidate], ctx: Context) -> tuple[list[AnswerMass], list[list[Candidate]]]:
-        """Answer classes with normalised weights, heaviest first (ties: first seen first)."""
-        with_answer = [c for c in cands if c.answer is not None]
-        if not with_answer:
-            return [], []
-        return _fold(with_answer, self._weights(with_answer, ctx), ctx.task)
-
-    def _best_of_majority(self, cands, dist, members, ctx: Context) -> list[str]:
-        """Keep classes whose frequency is at least ``alpha`` of the samples, rank them by their
-        best member's score, return the top ``k``."""
-        k, alpha = ctx.options["k"], ctx.options["alpha"]
-        n = max(1, len(cands))
-        kept = [(m, grp) for m, grp in zip(dist, members) if m.count / n >= alpha] or list(zip(dist, members))
-
-        def best(grp):
-            s = [c.score for c in grp if c.score is not None]
-            return max(s) if s else -math.inf
-
-        ranked = sorted(kept, key=lambda mg: (-best(mg[1]), -mg[0].count))
-        return [m.answer for m, _ in ranked[:k]]
-
-
-@dataclass
-class _SelectView:
-    """What the selection step reads from a context."""
-
-    task: AnswerTask
-    options: dict[str, Any]
-    usage: Usage
+            return [-math.inf if c.score is None else float(c.score) for c in cands]
+        return [0.0] * len(cands)
 
 
 def select_from(strategy: SampleStrategy, candidates: list[Candidate], task: AnswerTask,
@@ -221,29 +178,8 @@ def select_from(strategy: SampleStrategy, candidates: list[Candidate], task: Ans
     """What ``strategy`` chooses from ``candidates`` (answers extracted, scores set): its selection
     step alone, without sampling. The evaluation harness uses it to apply several strategies to
     subsamples of one shared pool of samples. ``options`` are the strategy's settings."""
-    view = _SelectView(task=task, options=strategy.options(options or {}), usage=usage or Usage())
-    return strategy._choose(list(candidates), view, n=len(candidates), stopped_early=False)
-
-
-def _fold(cands: list[Candidate], weights: list[float], task) -> tuple[list[AnswerMass], list[list[Candidate]]]:
-    ids = group_answers(task, [c.answer for c in cands])
-    order: list[int] = []
-    mass: dict[int, float] = {}
-    groups: dict[int, list[Candidate]] = {}
-    for c, w, k in zip(cands, weights, ids):
-        if k not in groups:
-            order.append(k)
-            groups[k] = []
-            mass[k] = 0.0
-        groups[k].append(c)
-        mass[k] += w
-    total = sum(mass.values())
-    if total <= 0.0:  # every weight zero: fall back to counts
-        mass = {k: float(len(groups[k])) for k in order}
-        total = float(sum(mass.values()))
-    ranked = sorted(order, key=lambda k: (-mass[k], order.index(k)))
-    dist = [AnswerMass(answer=groups[k][0].answer, weight=mass[k] / total, count=len(groups[k])) for k in ranked]
-    return dist, [groups[k] for k in ranked]
+    return strategy._choose(list(candidates), task, strategy.options(options or {}), usage or Usage(),
+                            n=len(candidates), stopped_early=False)
 
 
 _BOM = {

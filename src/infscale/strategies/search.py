@@ -40,7 +40,7 @@ from ..tasks.prompts import build_request
 from ..types import Candidate, GenRequest, Result
 from . import resampling as rs
 from .base import BudgetExhausted, Context, ParamSpec, Strategy
-from .sample import _fold
+from . import voting
 
 __all__ = ["SearchConfig", "SearchStrategy", "Node", "SEARCH_STRATEGIES", "aggregate"]
 
@@ -497,20 +497,16 @@ class SearchStrategy(Strategy):
                       finish_reason=n.reason or "open")
             for n in finished
         ]
-        with_answer = [(c, n) for c, n in zip(cands, finished) if c.answer is not None]
         if cfg.final == "weighted-vote" and cfg.weight == "potential":
-            weights = list(rs.normalize([n.logw for _, n in with_answer])) if with_answer else []
+            logw = [n.logw for n in finished]
         elif cfg.final == "weighted-vote":
-            weights = list(rs.normalize([n.score(how) for _, n in with_answer])) if with_answer else []
+            logw = [n.score(how) for n in finished]
         else:
-            weights = [1.0] * len(with_answer)
-        dist, _ = _fold([c for c, _ in with_answer], [float(w) for w in weights], ctx.task) if with_answer else ([], [])
-        answers = [m.answer for m in dist]
+            logw = [0.0] * len(finished)
+        classes = voting.fold(cands, logw, ctx.task)
+        dist = voting.distribution(classes)
+        answers = voting.choose("best" if cfg.final == "best" else "vote", classes, cands)
         answer = answers[0] if answers else None
-        if cfg.final == "best" and with_answer:
-            best = max(with_answer, key=lambda cn: cn[1].score(how))[0]
-            answer = best.answer
-            answers = [answer] + [a for a in answers if a != answer]
         r = Result(strategy=self.name, answer=answer, answers=answers, distribution=dist, candidates=cands,
                    usage=ctx.usage, n=ctx.n, stopped_early=st.stopped_early)
         if cfg.weight == "potential":
