@@ -411,3 +411,38 @@ def test_summarize_cells_coverage_and_comparisons():
     assert (cmp["strategy"], cmp["budget"], cmp["baseline"], cmp["baseline_budget"]) == \
         ("best-of-n:scorer=arith-check", 4, "majority", 8)
     assert cmp["diff"] == pytest.approx(0.25 - 1.0)
+
+
+def test_scipy_agrees_with_closed_forms():
+    """The scipy-backed Beta CDF / quantile and exact tests agree with closed forms."""
+    from infscale.evaluation.metrics import _binom_two_sided_equal, _sign_flip_p  # noqa: PLC0415
+
+    # Beta(1, b) has CDF 1 - (1-x)^b and quantile 1 - (1-q)^(1/b)
+    for b in (1.0, 2.5, 40.0):
+        for x in (0.01, 0.3, 0.9):
+            assert beta_cdf(x, 1.0, b) == pytest.approx(1 - (1 - x) ** b, abs=1e-12)
+            assert beta_ppf(x, 1.0, b) == pytest.approx(1 - (1 - x) ** (1 / b), abs=1e-12)
+    for d in range(0, 13):
+        for x in range(d + 1):
+            lo = min(x, d - x)
+            want = 1.0 if d == 0 else min(1.0, 2 * sum(math.comb(d, i) for i in range(lo + 1)) / 2**d)
+            assert _binom_two_sided_equal(d, x) == pytest.approx(want, abs=1e-12)
+    diffs = np.array([0.5, -0.25, 0.75, 0.0, 0.5])
+    nz = diffs[diffs != 0]
+    sums = [abs(float(np.dot(s, nz))) for s in itertools.product([-1, 1], repeat=len(nz))]
+    p, test = _sign_flip_p(diffs, 0, 100)
+    assert test == "sign-flip-exact" and p == pytest.approx(np.mean([t >= abs(nz.sum()) - 1e-9 for t in sums]))
+
+
+def test_libraries_are_imported_lazily():
+    """scipy, tqdm and prometheus_client cost import time: `import infscale` and the CLI's entry
+    module must not pull them in (only the command or metric that uses one does)."""
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = ("import sys, json, infscale, infscale.cli.main, infscale.evaluation.metrics, infscale.strategies.sample; "
+            "print(json.dumps([m for m in ('scipy', 'tqdm', 'prometheus_client') if m in sys.modules]))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == []

@@ -1,6 +1,6 @@
 """Metrics of the evaluation harness: what a strategy's compute bought, with honest uncertainty.
 
-Pure functions over plain Python data (numpy and the standard library only; no scipy). Every
+Pure functions over plain Python data (numpy, scipy.stats and the standard library). Every
 formula, its assumptions and its reference are written out in ``docs/evaluation-metrics.md``;
 the docstrings below state the estimator and cite the paper.
 
@@ -8,11 +8,15 @@ Intervals are built for small samples — a benchmark slice of 30 problems is no
 bare normal-approximation (Wald/CLT) interval appears anywhere:
 
 * :func:`wilson_interval` — Wilson (1927) score interval;
-* :func:`beta_interval` — equal-tailed Beta-binomial posterior credible interval, with the Beta
-  quantile computed by our own regularized incomplete beta (continued fraction) and bisection;
-* :func:`paired_comparison` — the exact McNemar test on discordant pairs (0/1 scores) or an exact
-  / seeded Monte Carlo sign-flip permutation test (fractional scores), with Newcombe's (1998)
-  paired Wilson-based interval for the difference.
+* :func:`beta_interval` — equal-tailed Beta-binomial posterior credible interval (Beta quantiles
+  from ``scipy.stats.beta``);
+* :func:`paired_comparison` — the exact McNemar test on discordant pairs (0/1 scores,
+  ``scipy.stats.binomtest``) or an exact / seeded Monte Carlo sign-flip permutation test
+  (fractional scores, ``scipy.stats.permutation_test``), with Newcombe's (1998) paired
+  Wilson-based interval for the difference.
+
+scipy is imported inside the functions that use it, so importing this module (and ``infscale``)
+stays light.
 
 User-caused errors raise :class:`~infscale.errors.ConfigError`, which is a ``ValueError``.
 """
@@ -94,79 +98,24 @@ def wilson_interval(k: float, n: int, conf: float = 0.95) -> tuple[float, float]
     return (lower, upper)
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function, evaluated by the modified Lentz method.
-
-    The even/odd coefficients are those of the classical expansion (Abramowitz & Stegun 26.5.8;
-    the evaluation scheme is the one described in Numerical Recipes §6.4).
-    """
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c = 1.0
-    d = 1.0 - qab * x / qap
-    d = tiny if abs(d) < tiny else d
-    d = 1.0 / d
-    h = d
-    for m in range(1, 20001):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = tiny if abs(d) < tiny else d
-        c = 1.0 + aa / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = tiny if abs(d) < tiny else d
-        c = 1.0 + aa / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 3e-16:
-            return h
-    return h  # not reached for any a, b a caller of this module can produce
-
-
 def beta_cdf(x: float, a: float, b: float) -> float:
-    """Regularized incomplete beta function I_x(a, b): the CDF of Beta(a, b) at ``x``."""
+    """Regularized incomplete beta function I_x(a, b): the CDF of Beta(a, b) at ``x`` (scipy.stats)."""
     if a <= 0 or b <= 0:
         raise ConfigError("beta parameters", f"must be > 0, got a={a!r}, b={b!r}")
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    # The continued fraction converges fast for x < (a+1)/(a+b+2); use the symmetry
-    # I_x(a,b) = 1 - I_{1-x}(b,a) on the other side.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+    from scipy import stats  # noqa: PLC0415  (only the metrics need scipy; keep `import infscale` light)
+
+    return float(stats.beta.cdf(x, a, b))
 
 
 def beta_ppf(q: float, a: float, b: float) -> float:
-    """Quantile of Beta(a, b): the x with I_x(a, b) = q, by bisection on :func:`beta_cdf`."""
+    """Quantile of Beta(a, b): the x with I_x(a, b) = q (scipy.stats)."""
     if not (0.0 <= q <= 1.0):
         raise ConfigError("q", f"must be in [0, 1], got {q!r}")
     if a <= 0 or b <= 0:
         raise ConfigError("beta parameters", f"must be > 0, got a={a!r}, b={b!r}")
-    if q == 0.0:
-        return 0.0
-    if q == 1.0:
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if beta_cdf(mid, a, b) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-15:
-            break
-    return 0.5 * (lo + hi)
+    from scipy import stats  # noqa: PLC0415
+
+    return float(stats.beta.ppf(q, a, b))
 
 
 def beta_interval(
@@ -433,12 +382,12 @@ def majority_at_k(
 
 
 def _binom_two_sided_equal(d: int, x: int) -> float:
-    """Exact two-sided p-value of x successes in d fair coin flips: min(1, 2·P(X <= min(x, d-x)))."""
+    """Exact two-sided p-value of x successes in d fair coin flips (``scipy.stats.binomtest``)."""
     if d == 0:
         return 1.0
-    lo = min(x, d - x)
-    tail = sum(math.comb(d, i) for i in range(lo + 1)) / 2.0**d
-    return min(1.0, 2.0 * tail)
+    from scipy import stats  # noqa: PLC0415
+
+    return float(stats.binomtest(x, d, 0.5).pvalue)
 
 
 def _newcombe_paired(a: np.ndarray, b: np.ndarray, conf: float, binary: bool) -> tuple[float, float]:
@@ -478,21 +427,24 @@ def _newcombe_paired(a: np.ndarray, b: np.ndarray, conf: float, binary: bool) ->
 
 
 def _sign_flip_p(diffs: np.ndarray, seed: int, draws: int) -> tuple[float, str]:
-    """Two-sided sign-flip permutation p-value for H0: paired differences symmetric about 0."""
+    """Two-sided sign-flip permutation p-value for H0: paired differences symmetric about 0.
+
+    ``scipy.stats.permutation_test`` on one sample flips the sign of each difference; the
+    statistic is ``|sum|`` (so "greater" is the two-sided test). Exact over all 2^m patterns for
+    up to 16 non-zero differences, else ``draws`` seeded Monte Carlo patterns with the
+    ``(count + 1) / (draws + 1)`` p-value (Phipson & Smyth 2010)."""
+    from scipy import stats  # noqa: PLC0415
+
     nz = diffs[np.abs(diffs) > 1e-12]
     m = len(nz)
     if m == 0:
         return 1.0, "sign-flip-exact"
-    observed = abs(float(nz.sum())) - 1e-9
-    if m <= 16:  # all 2^m sign patterns
-        signs = 1 - 2 * ((np.arange(2**m)[:, None] >> np.arange(m)[None, :]) & 1)
-        stats = np.abs(signs @ nz)
-        return float(np.mean(stats >= observed)), "sign-flip-exact"
-    rng = np.random.default_rng(seed)
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(draws, m))
-    stats = np.abs(signs @ nz)
-    # (count + 1) / (draws + 1): a valid p-value for a Monte Carlo test (Phipson & Smyth 2010).
-    return float((np.sum(stats >= observed) + 1) / (draws + 1)), "sign-flip-monte-carlo"
+    exact = m <= 16
+    res = stats.permutation_test(
+        (nz,), lambda x, axis: np.abs(np.sum(x, axis=axis)), permutation_type="samples", vectorized=True,
+        n_resamples=np.inf if exact else draws, alternative="greater", rng=np.random.default_rng(seed),
+    )
+    return float(res.pvalue), ("sign-flip-exact" if exact else "sign-flip-monte-carlo")
 
 
 def paired_comparison(

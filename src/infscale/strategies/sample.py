@@ -58,10 +58,11 @@ def beta_leader_probability(a: int, b: int) -> float:
     """P(the leader's share among the top two > 1/2) under a uniform Beta prior.
 
     With counts ``a`` (leader) and ``b`` (runner-up) the share is Beta(a+1, b+1), and
-    P(share > 1/2) = P(Binomial(a+b+1, 1/2) <= a), computed exactly.
+    P(share > 1/2) = P(Binomial(a+b+1, 1/2) <= a), the Beta survival function at 1/2 (scipy.stats).
     """
-    m = a + b + 1
-    return sum(math.comb(m, j) for j in range(0, a + 1)) / 2.0**m
+    from scipy import stats  # noqa: PLC0415  (imported on first use: `import infscale` stays light)
+
+    return float(stats.beta.sf(0.5, a + 1, b + 1))
 
 
 class SampleStrategy(Strategy):
