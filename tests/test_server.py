@@ -23,6 +23,7 @@ from infscale.server import ServerThread, create_app, parse_model_name  # noqa: 
 from infscale.server.serving import Admission  # noqa: E402
 from infscale.server.metrics import Metrics  # noqa: E402
 from infscale.testing import FakeGenerator, answer_model  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 USER = [{"role": "user", "content": "What is 6 * 7?"}]
 
@@ -312,7 +313,8 @@ def test_overload_answers_429_with_retry_after_not_failures():
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["type"] == "rate_limit_error"
         with httpx.Client(base_url=srv.root_url) as http:
-            assert 'infscale_requests_total{endpoint="/v1/chat/completions",status="429"} 6' in http.get("/metrics").text
+            samples = scrape(http.get("/metrics").text)
+            assert samples["infscale_requests_total", ("endpoint", "/v1/chat/completions"), ("status", "429")] == 6
             assert http.get("/health").json() == {"status": "ok", "model": "fake", "in_flight": 0, "queued": 0}
 
 
@@ -350,7 +352,7 @@ def test_client_disconnect_cancels_outstanding_generation():
         assert wait_until(lambda: gen.cancelled >= 4), gen.cancelled
         with httpx.Client(base_url=srv.root_url) as http:
             assert wait_until(lambda: http.get("/health").json()["in_flight"] == 0)
-            assert 'infscale_cancelled_requests_total{reason="disconnect"} 1' in http.get("/metrics").text
+            assert scrape(http.get("/metrics").text)["infscale_cancelled_requests_total", ("reason", "disconnect")] == 1
 
 
 def test_streaming_client_disconnect_cancels_outstanding_generation():
@@ -521,20 +523,45 @@ def test_openai_client_sync_async_and_streaming(server):
     assert streamed.startswith("some work")
 
 
+def scrape(text: str) -> dict[tuple, float]:
+    """Every sample of a /metrics page, parsed by prometheus_client's own exposition parser:
+    ``{(name, (label, value), ...): value}`` with the labels sorted."""
+    return {(s.name, *sorted(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def test_metrics_count_tokens_by_strategy_and_latency():
     with serving(fake()) as srv, httpx.Client(base_url=srv.root_url) as http:
         spent = [chat(http, model="majority-4:fake", seed=s).json()["infscale"]["usage"] for s in range(3)]
-        text = http.get("/metrics").text
-        assert http.get("/metrics").headers["content-type"].startswith("text/plain; version=0.0.4")
+        resp = http.get("/metrics")
+        assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+        samples = scrape(resp.text)
         gen_tokens = sum(u["generated_tokens"] for u in spent)
-        assert f'infscale_tokens_total{{strategy="majority",kind="generated"}} {gen_tokens}' in text
-        assert 'infscale_model_calls_total{strategy="majority"} 12' in text
-        assert ('infscale_request_duration_seconds_count{endpoint="/v1/chat/completions",strategy="majority"} 3'
-                in text)
-        assert "infscale_queue_depth 0" in text and "infscale_requests_in_flight 0" in text
-        for line in text.splitlines():  # every sample line is NAME{labels} VALUE
-            if line and not line.startswith("#"):
-                float(line.rsplit(" ", 1)[1].replace("+Inf", "inf"))
+        assert gen_tokens > 0
+        assert samples["infscale_tokens_total", ("kind", "generated"), ("strategy", "majority")] == gen_tokens
+        assert samples["infscale_tokens_total", ("kind", "prompt"), ("strategy", "majority")] == sum(
+            u["prompt_tokens"] for u in spent)
+        assert samples["infscale_model_calls_total", ("strategy", "majority")] == 12
+        chat_latency = (("endpoint", "/v1/chat/completions"), ("strategy", "majority"))
+        assert samples[("infscale_request_duration_seconds_count", *chat_latency)] == 3
+        assert samples[("infscale_request_duration_seconds_bucket", *chat_latency[:1], ("le", "+Inf"),
+                        *chat_latency[1:])] == 3
+        assert samples["infscale_requests_total", ("endpoint", "/v1/chat/completions"), ("status", "200")] == 3
+        assert samples["infscale_queue_depth",] == 0 and samples["infscale_requests_in_flight",] == 0
+        # exactly the documented series (docs/server.md), no `_created` timestamps
+        names = {k[0] for k in samples}
+        assert not [n for n in names if n.endswith("_created")]
+        assert "# TYPE infscale_requests_total counter" in resp.text
+        assert "# TYPE infscale_request_duration_seconds histogram" in resp.text
+
+
+def test_metrics_registry_per_app():
+    """Two apps in one process count separately (a registry per app, no duplicate registration)."""
+    with serving(fake()) as a, serving(fake()) as b, httpx.Client() as http:
+        http.post(a.root_url + "/v1/chat/completions", json={"model": "majority-2:fake", "messages": USER})
+        sa, sb = scrape(http.get(a.root_url + "/metrics").text), scrape(http.get(b.root_url + "/metrics").text)
+    key = ("infscale_model_calls_total", ("strategy", "majority"))
+    assert sa[key] == 2 and key not in sb
 
 
 def test_every_registered_strategy_answers_chat_and_completions(http):
