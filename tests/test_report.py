@@ -321,3 +321,54 @@ def test_screenshot(tmp_path):
     assert (width, height) == (1000, 1500) and len(data) > 30_000  # a blank page compresses to ~few KB
     if os.environ.get("INFSCALE_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["INFSCALE_KEEP_SCREENSHOT"])
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def _progress_events(total: int = 5):
+    from infscale.evaluation.harness import Progress  # noqa: PLC0415
+
+    return [Progress(done=i, total=total, samples=4 * i, results=i, seconds=float(i)) for i in range(1, total + 1)]
+
+
+def test_progress_bar_off_a_terminal_prints_one_final_line():
+    from infscale.cli._runs import ProgressBar  # noqa: PLC0415
+
+    stream = _Stream(tty=False)
+    bar = ProgressBar(stream)
+    for p in _progress_events():
+        bar(p)
+    assert stream.text == ""  # nothing while running: logs stay short
+    bar.close()
+    assert stream.text == "5/5 problems, 20 samples, 5s\n"
+    silent = _Stream(tty=False)
+    off = ProgressBar(silent, enabled=False)
+    for p in _progress_events():
+        off(p)
+    off.close()
+    assert silent.text == ""
+
+
+def test_progress_bar_on_a_terminal_is_drawn_by_tqdm():
+    from infscale.cli._runs import ProgressBar  # noqa: PLC0415
+
+    stream = _Stream(tty=True)
+    bar = ProgressBar(stream)
+    for p in _progress_events():
+        bar(p)
+    bar.close()
+    last = stream.text.replace("\r", "\n").strip().splitlines()[-1]
+    assert "5/5" in last and "20 samples" in last and "100%" in last

@@ -4,7 +4,6 @@ summaries, the progress bar. Not a command itself."""
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -119,52 +118,45 @@ def need_pyarrow() -> None:
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr: ``[#####-----] 12/30 problems, 96 samples, 1m02s, eta 1m33s``.
+    """The eval command's progress on stderr, drawn by ``tqdm`` on a terminal.
 
-    On a terminal the line is redrawn in place; otherwise a line is printed at every tenth of
-    the way (and at the end), so logs stay short.
+    It is the harness's ``on_progress`` callback (it sees ``done``, ``total``, ``samples`` and
+    ``seconds``). On a terminal ``tqdm`` redraws one line in place (count, rate, eta and the
+    samples drawn so far); elsewhere (a log file, a pipe) nothing is written until :meth:`close`,
+    which prints one final line ``12/30 problems, 96 samples, 1m02s``.
     """
 
-    def __init__(self, stream: TextIO | None = None, *, width: int = 24, enabled: bool = True, unit: str = "problems"):
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True, unit: str = "problems"):
         self.stream = stream or sys.stderr
-        self.width = width
         self.enabled = enabled
         self.unit = unit
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.last_tenth = -1
-        self.drawn = False
-        self.last_draw = 0.0
+        self.last = None
+        self._bar = None
 
     def __call__(self, p) -> None:
         if not self.enabled or p.total <= 0:
             return
-        frac = p.done / p.total
-        filled = int(round(frac * self.width))
-        eta = ""
-        if 0 < p.done < p.total:
-            eta = f", eta {_clock(p.seconds / p.done * (p.total - p.done))}"
-        line = (f"[{'#' * filled}{'-' * (self.width - filled)}] {p.done}/{p.total} {self.unit}, "
-                f"{p.samples} samples, {_clock(p.seconds)}{eta}")
-        if self.tty:
-            now = time.monotonic()
-            if p.done < p.total and now - self.last_draw < 0.1:
-                return
-            self.last_draw = now
-            self.stream.write("\r" + line.ljust(78))
-            self.drawn = True
-        else:
-            tenth = int(frac * 10)
-            if tenth == self.last_tenth:
-                return
-            self.last_tenth = tenth
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self.last = p
+        if not self.tty:
+            return
+        if self._bar is None:
+            from tqdm import tqdm  # noqa: PLC0415  (only the eval command draws a bar)
+
+            self._bar = tqdm(total=p.total, unit=self.unit[:-1] if self.unit.endswith("s") else self.unit,
+                             file=self.stream, dynamic_ncols=True, mininterval=0.1, leave=True)
+        self._bar.total = p.total
+        self._bar.set_postfix_str(f"{p.samples} samples", refresh=False)
+        self._bar.update(p.done - self._bar.n)
 
     def close(self) -> None:
-        if self.enabled and self.tty and self.drawn:
-            self.stream.write("\n")
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self.enabled and not self.tty and self.last is not None:
+            p, self.last = self.last, None
+            self.stream.write(f"{p.done}/{p.total} {self.unit}, {p.samples} samples, {_clock(p.seconds)}\n")
             self.stream.flush()
-            self.drawn = False
 
 
 def _clock(seconds: float) -> str:
