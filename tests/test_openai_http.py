@@ -10,12 +10,10 @@ import time
 import httpx
 import pytest
 
-from infscale.backends.openai_http import (
-    OpenAIGenerator,
-    _error_message,
-    _map_finish_reason,
-    normalise_base_url,
-)
+from infscale.backends.http import error_message as _error_message
+from infscale.backends.http import normalise_base_url
+from infscale.backends.openai_http import OpenAIGenerator
+from infscale.backends.probe import map_finish_reason as _map_finish_reason
 from infscale.errors import BackendError, ConfigError
 from infscale.params import SamplingParams
 from infscale.testing.fake_openai import FakeOpenAIServer
@@ -320,14 +318,14 @@ async def test_one_failure_cancels_the_rest_of_the_batch():
             with pytest.raises(BackendError, match="bad question"):
                 await gen.generate([chat("slow"), chat("bad")])
             assert time.monotonic() - t0 < 1.5
-            assert gen._sem._value == gen.max_concurrency
+            assert gen.transport.semaphore._value == gen.max_concurrency
 
 
 def test_retry_delay_is_bounded_and_honours_retry_after():
     gen = OpenAIGenerator("http://127.0.0.1:1")
-    assert [gen._retry_delay(a, None) for a in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
-    assert gen._retry_delay(0, 3.0) == 3.0
-    assert gen._retry_delay(0, 60.0) == 8.0
+    assert [gen.transport.retry_delay(a, None) for a in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert gen.transport.retry_delay(0, 3.0) == 3.0
+    assert gen.transport.retry_delay(0, 60.0) == 8.0
 
 
 def test_error_message_extraction():
@@ -472,7 +470,7 @@ async def test_cancellation_releases_the_semaphore():
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert gen._sem._value == 1
+            assert gen.transport.semaphore._value == 1
             (c,) = await asyncio.wait_for(gen.generate([chat("fast")]), timeout=3)
     assert c.text == "Answer: 42"
 
@@ -509,3 +507,75 @@ def test_one_generator_serves_several_event_loops():
         gen = OpenAIGenerator(srv.base_url)
         answers = [infscale.ask("What is 6 * 7?", "majority", n=2, generator=gen).answer for _ in range(3)]
     assert answers == ["42", "42", "42"]
+
+
+# ------------------------------------------------------------ the shared transport
+
+
+@pytest.mark.parametrize(
+    ("given", "root"),
+    [("http://h:8000/v1/chat/completions", "http://h:8000"), ("http://h:8000/pooling", "http://h:8000"),
+     ("http://h:8000/v1/score", "http://h:8000"), ("h:8000/v1/models/", "http://h:8000"),
+     ("https://h/api/v1", "https://h/api"), ("http://h:8000/classify", "http://h:8000")],
+)
+def test_server_root_is_one_reading_for_generator_and_scorer(given, root):
+    from infscale.backends.http import server_root  # noqa: PLC0415
+    from infscale.scorers.reward_http import PRMHttpScorer  # noqa: PLC0415
+
+    assert server_root(given) == root
+    assert normalise_base_url(given) == root + "/v1" == OpenAIGenerator(given, mode="basic").base_url
+    assert PRMHttpScorer(given).root_url == root
+
+
+def test_generator_and_reward_scorer_share_one_transport():
+    from infscale.backends.http import HttpTransport  # noqa: PLC0415
+    from infscale.scorers.reward_http import PRMHttpScorer  # noqa: PLC0415
+
+    gen = OpenAIGenerator("http://h:1", mode="basic", max_retries=2, backoff_base=0.25, backoff_cap=1.0)
+    scorer = PRMHttpScorer("http://h:1", max_retries=2, backoff_base=0.25, backoff_cap=1.0)
+    for t in (gen.transport, scorer.transport):
+        assert type(t) is HttpTransport
+        assert [t.retry_delay(a, None) for a in range(4)] == [0.25, 0.5, 1.0, 1.0]
+
+
+def test_transport_client_follows_the_event_loop():
+    """One pool per running loop: reused within a loop, fresh in the next (``infscale.ask`` runs
+    one loop per question, and a client cannot outlive its loop)."""
+    from infscale.backends.http import HttpTransport  # noqa: PLC0415
+
+    t = HttpTransport(max_concurrency=3)
+
+    async def clients():
+        a, b = t.client(), t.client()
+        assert t.semaphore._value == 3
+        return a, b
+
+    a1, b1 = asyncio.run(clients())
+    a2, _ = asyncio.run(clients())
+    assert a1 is b1 and a2 is not a1
+
+
+@pytest.mark.asyncio
+async def test_transport_first_model_and_retries():
+    from infscale.backends.http import HttpTransport  # noqa: PLC0415
+
+    with FakeOpenAIServer(models=("m-1", "m-2")) as srv:
+        t = HttpTransport(**FAST)
+        assert await t.first_model(srv.base_url + "/models") == "m-1"
+        await t.aclose()
+    with FakeOpenAIServer(models=()) as srv:
+        t = HttpTransport(**FAST)
+        with pytest.raises(BackendError, match="lists no model; pass model= explicitly"):
+            await t.first_model(srv.base_url + "/models")
+        await t.aclose()
+    with FakeOpenAIServer(fail_times=2, fail_status=503) as srv:  # retryable: retried, then answered
+        t = HttpTransport(max_retries=2, **FAST)
+        data = await t.request("POST", srv.base_url + "/completions", {"model": "fake-model", "prompt": "x"})
+        assert data["choices"] and len([c for c in srv.calls if c[1] == "/v1/completions"]) == 3
+        await t.aclose()
+    with FakeOpenAIServer() as srv:  # not retryable: one attempt, the server's own message
+        t = HttpTransport(max_retries=3, **FAST)
+        with pytest.raises(BackendError, match="404") as err:
+            await t.request("POST", srv.base_url + "/nowhere", {})
+        assert not err.value.retryable and len(srv.calls) == 1
+        await t.aclose()

@@ -12,7 +12,8 @@ from infscale import Budget, Problem, SamplingParams
 from infscale.answers import get_task
 from infscale.errors import BackendError, ConfigError
 from infscale.scorers import get_scorer
-from infscale.scorers.reward_http import PRMHttpScorer, _root_url
+from infscale.backends.http import server_root as _root_url
+from infscale.scorers.reward_http import PRMHttpScorer
 from infscale.strategies.base import Context
 from infscale.testing import FakeGenerator
 from infscale.testing.fake_openai import FakeOpenAIServer

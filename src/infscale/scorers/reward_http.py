@@ -38,9 +38,10 @@ models in vLLM's ``vllm/entrypoints/pooling/{pooling,classify,score}/protocol.py
 
 Every probability must be a finite number in [0, 1]; anything else (raw logits, a missing
 field) is a fatal :class:`~infscale.errors.BackendError` naming the URL and what was wrong.
-Retries use the HTTP generator's helper (:func:`infscale.backends.openai_http.request_json`):
-only connection faults, timeouts and 408/409/429/5xx are retried, with bounded exponential
-backoff; other 4xx surface at once with the server's message.
+Requests go through the shared HTTP transport (:mod:`infscale.backends.http`, as the OpenAI
+generator's do): one connection pool per event loop, and only connection faults, timeouts and
+408/409/429/5xx are retried, with bounded exponential backoff; other 4xx surface at once with the
+server's message.
 
 Cost: one HTTP request per scored text (requests run concurrently, bounded), charged to the
 request's usage as one call with the prompt tokens the server reports and no generated tokens.
@@ -59,9 +60,7 @@ import math
 import os
 from typing import Any
 
-import httpx
-
-from ..backends.openai_http import backoff_delay, check_http_options, request_json
+from ..backends.http import HttpTransport, server_root
 from ..errors import BackendError, ConfigError
 from ..tasks.prompts import _question_text
 from ..types import Completion, Problem
@@ -73,22 +72,6 @@ __all__ = ["PRMHttpScorer", "APIS"]
 APIS = {"pooling": "/pooling", "classify": "/classify", "reward": "/score"}
 
 _PROB_SLACK = 1e-6  # float noise allowed outside [0, 1]
-_URL_TAILS = ("/v1/score", "/pooling", "/classify", "/score", "/v1/models", "/models", "/v1")
-
-
-def _root_url(base_url: Any) -> str:
-    """``http://h:8000``, ``http://h:8000/``, ``http://h:8000/v1`` and ``.../pooling`` all become
-    ``http://h:8000`` (vLLM serves the pooling routes outside ``/v1``)."""
-    if not isinstance(base_url, str) or not base_url.strip():
-        raise ConfigError("base_url", f"must be a non-empty URL, got {base_url!r}", "e.g. http://127.0.0.1:8000")
-    url = base_url.strip().rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
-    for tail in _URL_TAILS:
-        if url.endswith(tail):
-            url = url[: -len(tail)].rstrip("/")
-            break
-    return url
 
 
 def _question(problem: Problem) -> str:
@@ -146,8 +129,10 @@ class PRMHttpScorer(Scorer):
             raise ConfigError("step_token", f"got {step_token!r}", "a non-empty string, or None for the default")
         if isinstance(good_index, bool) or not isinstance(good_index, int) or good_index < 0:
             raise ConfigError("good_index", f"got {good_index!r}", "an integer >= 0")
-        check_http_options(timeout, max_retries, max_concurrency, backoff_base, backoff_cap)
-        self.root_url = _root_url(base_url)
+        self.transport = HttpTransport(api_key=api_key, timeout=timeout, max_retries=max_retries,
+                                       max_concurrency=max_concurrency, backoff_base=backoff_base,
+                                       backoff_cap=backoff_cap)
+        self.root_url = server_root(base_url)
         self.model = model
         self.api = api
         self.url = self.root_url + APIS[api]
@@ -161,8 +146,6 @@ class PRMHttpScorer(Scorer):
         self.max_concurrency = max_concurrency
         self.backoff_base = float(backoff_base)
         self.backoff_cap = float(backoff_cap)
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_env(cls) -> "PRMHttpScorer":
@@ -217,11 +200,10 @@ class PRMHttpScorer(Scorer):
         if not step_lists:
             return []
         question = _question(problem)
-        client = self._http()
         if self.model is None:
-            self.model = await self._first_model(client)
-        sem = asyncio.Semaphore(self.max_concurrency)
-        tasks = [asyncio.ensure_future(self._one(client, sem, question, steps, ctx)) for steps in step_lists]
+            self.model = await self.transport.first_model(
+                self.root_url + "/v1/models", "pass model= (or set INFSCALE_PRM_MODEL)")
+        tasks = [asyncio.ensure_future(self._one(question, steps, ctx)) for steps in step_lists]
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:
@@ -230,35 +212,13 @@ class PRMHttpScorer(Scorer):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    def _http(self) -> httpx.AsyncClient:
-        """The connection pool of the running event loop. A client cannot outlive its loop
-        (``infscale.ask`` runs one loop per question), so a new loop gets a new client; making
-        one per batch instead would cost ~80 ms of TLS setup per search step."""
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop or self._client.is_closed:
-            headers = {"Accept": "application/json"}
-            if self.api_key:
-                headers["Authorization"] = f"Bearer {self.api_key}"
-            self._client = httpx.AsyncClient(
-                headers=headers, timeout=httpx.Timeout(self.timeout),
-                limits=httpx.Limits(max_connections=self.max_concurrency,
-                                    max_keepalive_connections=self.max_concurrency),
-            )
-            self._client_loop = loop
-        return self._client
-
     async def aclose(self) -> None:
         """Close the connection pool (optional: it is also dropped with its event loop)."""
-        client, loop = self._client, self._client_loop
-        self._client = self._client_loop = None
-        if client is not None and loop is asyncio.get_running_loop() and not client.is_closed:
-            await client.aclose()
+        await self.transport.aclose()
 
-    async def _one(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, question: str, steps: list[str],
-                   ctx: Any) -> float:
-        async with sem:
-            data = await request_json(client, "POST", self.url, self.body(question, steps),
-                                      max_retries=self.max_retries, retry_delay=self._retry_delay)
+    async def _one(self, question: str, steps: list[str], ctx: Any) -> float:
+        async with self.transport.semaphore:
+            data = await self.transport.request("POST", self.url, self.body(question, steps))
         p = self.parse(data)
         usage = getattr(ctx, "usage", None)
         if usage is not None:  # one scorer query = one call; the PRM generates nothing
@@ -267,18 +227,6 @@ class PRMHttpScorer(Scorer):
             usage.add(Completion(text="", finish_reason="stop", generated_tokens=0,
                                  prompt_tokens=prompt_tokens if _is_number(prompt_tokens) else 0))
         return prob_to_logscore(p)
-
-    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
-        return backoff_delay(attempt, retry_after, self.backoff_base, self.backoff_cap)
-
-    async def _first_model(self, client: httpx.AsyncClient) -> str:
-        url = self.root_url + "/v1/models"
-        data = await request_json(client, "GET", url, max_retries=self.max_retries, retry_delay=self._retry_delay)
-        items = data.get("data") if isinstance(data, dict) else None
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, dict) and item.get("id"):
-                return str(item["id"])
-        raise BackendError(f"{url} lists no model; pass model= (or set INFSCALE_PRM_MODEL)", retryable=False)
 
     # ------------------------------------------------------------------ parsing
 
