@@ -125,3 +125,16 @@ def test_models_lists_registered_models(capsys):
     out = capsys.readouterr().out
     names = [ln.split()[0] for ln in out.splitlines() if ln.strip()]
     assert "smollm2-135m" in names and "gemma3-270m" in names
+
+
+def test_every_command_module_registers_and_no_phantom_commands(capsys):
+    """Each command module listed by the CLI exists and registers its subcommand (a missing one
+    fails loudly, not silently skipped); there is no ``bench`` command (bench/ holds scripts)."""
+    from infscale.cli.main import _COMMAND_MODULES, build_parser  # noqa: PLC0415
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(_COMMAND_MODULES) <= set(sub.choices)
+    assert "bench" not in sub.choices
+    with pytest.raises(SystemExit) as e:
+        main(["bench"])
+    assert e.value.code == 2 and "invalid choice: 'bench'" in capsys.readouterr().err

@@ -160,7 +160,7 @@ class OpenAIGenerator(Generator):
         return body
 
     def _build(self, req: GenRequest) -> tuple[str, dict[str, Any]]:
-        if getattr(req, "parent", None) is not None:
+        if req.parent is not None:
             raise ConfigError(
                 "parent", "the OpenAI HTTP backend cannot continue a kept trajectory (no kv_fork)",
                 "requests with messages or prompt",
@@ -168,8 +168,6 @@ class OpenAIGenerator(Generator):
         seed = req.seed if req.seed is not None else req.params.seed
         if req.messages is not None:
             if req.prefix and not self.capabilities.prefill:
-                if req.prompt is not None:  # defensive: GenRequest sets exactly one of the two
-                    return self._completions_call(req, seed)
                 raise ConfigError(
                     "prefix",
                     f"the server at {self.base_url} does not honour continue_final_message, so a "

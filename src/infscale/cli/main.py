@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 import time
-from typing import Any
 
 from ..errors import BackendError, ConfigError, InfscaleError
 
@@ -73,18 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that live in their own module: infscale.cli.<name> with register(sub) and run(args).
 # register() adds a subparser and sets defaults(handler=run).
-_PLUGGABLE = ("eval", "report", "export", "data", "serve", "trace", "bench")
+_COMMAND_MODULES = ("eval", "report", "export", "data", "serve", "trace")
 
 
 def _command_modules():
     import importlib  # noqa: PLC0415
-    import importlib.util  # noqa: PLC0415
 
-    mods = []
-    for name in _PLUGGABLE:
-        if importlib.util.find_spec(f"infscale.cli.{name}") is not None:
-            mods.append(importlib.import_module(f"infscale.cli.{name}"))
-    return mods
+    return [importlib.import_module(f"infscale.cli.{name}") for name in _COMMAND_MODULES]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,10 +206,6 @@ def _strategies() -> int:
         for k, spec in s.params.items():
             print(f"{'':<14}--param {k}={spec.default!r}: {spec.doc}")
     return 0
-
-
-def _entry() -> Any:  # pragma: no cover
-    sys.exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover
