@@ -21,6 +21,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -177,8 +178,8 @@ def test_capabilities_describe_the_active_protection():
     assert CAPS.mode == (forced or CAPS.available[0])
     assert CAPS.summary().startswith(f"sandbox mode {CAPS.mode}:")
     assert sandbox_capabilities() is CAPS  # probed once, cached
-    if CAPS.root and CAPS.unshare and not forced:
-        assert CAPS.mode == "namespaces", CAPS  # what CI running as root should get
+    if CAPS.bwrap and not forced:
+        assert CAPS.mode == "namespaces", CAPS  # what CI with bubblewrap installed should get
 
 
 def test_normal_program_prints_and_exits_ok():
@@ -281,10 +282,18 @@ def test_bad_arguments_are_config_errors():
 
 
 def test_the_init_script_is_self_contained():
-    """The init runs as a stand-alone script: it must not use names defined outside its section."""
-    from infscale import sandbox
+    """The init runs as a stand-alone script: it imports only the standard library."""
+    from infscale.sandbox import isolation
 
-    tree = ast.parse(sandbox._init_script().decode())
+    tree = ast.parse(isolation.init_script().decode())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "the init must not import relative to the package"
+            imported.add(node.module.split(".")[0])
+    assert imported <= sys.stdlib_module_names, imported - sys.stdlib_module_names
     defined = set(dir(builtins))
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
@@ -326,7 +335,7 @@ def test_runs_leave_no_temp_dirs_or_cgroups(monkeypatch):
     finally:
         os.rmdir(base)
     leftovers = []
-    for hierarchy in ("memory", "pids"):
+    for hierarchy in ("memory", "pids", "cpu"):
         for dirpath, dirnames, _ in os.walk(f"/sys/fs/cgroup/{hierarchy}"):
             leftovers += [d for d in dirnames if d.startswith(f"infscale-sbx-{os.getpid()}-")]
     assert leftovers == []
@@ -466,7 +475,11 @@ for what, action in [
 print(" ".join(results))
 """
         res = run_code(program, timeout=T)
-        assert res.stdout.split() == ["dns:failed", "udp-host:failed", "udp-out:failed"], res.stderr
+        # bubblewrap brings the namespace's own loopback up: a datagram to 127.0.0.1 is sent, into
+        # the sandbox's loopback, where nobody listens; the host's receiver (below) gets nothing.
+        out = res.stdout.split()
+        assert out[0] == "dns:failed" and out[2] == "udp-out:failed", res.stdout + res.stderr
+        assert out[1] in ("udp-host:failed", "udp-host:sent"), res.stdout
         receiver.settimeout(0.3)
         with pytest.raises(socket.timeout):
             receiver.recvfrom(100)
