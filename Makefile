@@ -10,7 +10,7 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXA
 
 STAMP := $(VENV)/.infscale-installed
 
-.PHONY: demo test install bench clean browser
+.PHONY: demo test install bench clean browser bubblewrap
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,16 @@ install: $(STAMP)
 DEMO_EVAL := --dataset arith:steps=1-2 --limit 30 --strategies greedy,majority,best-of-n:scorer=arith-check \
 	--budgets 1,4,8 --max-tokens 96
 
-demo: $(STAMP)
+demo: $(STAMP) bubblewrap
 	$(BIN)/infscale eval $(DEMO_EVAL)
+
+# bubblewrap (bwrap) gives the code sandbox its namespaces and private read-only root; installed
+# where we can (root with apt-get: Debian's package is ~130 kB). Without it the sandbox falls back
+# to a uid of its own or plain rlimits, and says so in a warning.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) ; } || \
+	  echo "bubblewrap not available: the code sandbox runs in a weaker fallback mode (see docs/sandbox.md)"
 
 # Headless Chromium renders the HTML report in the report tests; installed where we can
 # (root with apt-get), otherwise those tests skip and say why.
@@ -38,7 +46,7 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "chromium not available: the HTML report rendering test will be skipped"
 
-test: $(STAMP) browser
+test: $(STAMP) browser bubblewrap
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

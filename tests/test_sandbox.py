@@ -56,6 +56,8 @@ needs_signal_isolation = pytest.mark.skipif(
     reason=f"the program runs as the caller's user without a pid namespace {HERE}: it could signal us",
 )
 needs_unprivileged = pytest.mark.skipif(not CAPS.unprivileged, reason=f"the program runs as root {HERE}")
+needs_seccomp = pytest.mark.skipif(not CAPS.seccomp, reason=f"no seccomp filter {HERE} (libseccomp missing)")
+x86_64_only = pytest.mark.skipif(os.uname().machine != "x86_64", reason="system call numbers are x86_64's")
 needs_fs_protection = pytest.mark.skipif(
     not (CAPS.private_root or CAPS.own_uid),
     reason=f"the program runs as the caller's user and sees the host filesystem {HERE}",
@@ -824,3 +826,198 @@ def test_a_fork_bomb_does_not_starve_a_concurrent_run():
     assert results["normal"].status == "ok" and results["normal"].stdout == "True\n"
     assert results["bomb"].status == "timeout"
     assert_contained(results["bomb"])
+
+
+# ---------------------------------------------------------------------------------------------
+# What bubblewrap and the seccomp filter close: keyring, nested namespaces, the init, the kernel.
+
+_KEY_SPEC_SESSION_KEYRING = -3
+
+
+def _keyctl_syscall(*args):
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc.syscall(*args), ctypes.get_errno()
+
+
+@x86_64_only
+@needs_seccomp
+def test_the_callers_session_keyring_is_out_of_reach():
+    """A key the parent holds in its session keyring: not readable, not listed, not requestable."""
+    import ctypes
+
+    description = f"infscale-test-key-{os.getpid()}".encode()
+    secret = b"k3yr1ng-s3cr3t-5521"
+    key, err = _keyctl_syscall(248, b"user", description, secret, len(secret), ctypes.c_long(_KEY_SPEC_SESSION_KEYRING))
+    if key < 0:
+        pytest.skip(f"this machine's kernel refuses keys to the test process (errno {err})")
+    try:
+        program = f"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+buf = ctypes.create_string_buffer(256)
+out = []
+for name, args in [
+    ("read", (250, 11, {key}, buf, 256)),                       # keyctl(KEYCTL_READ, key)
+    ("session", (250, 0, ctypes.c_long(-3), 0)),                 # keyctl(GET_KEYRING_ID, session)
+    ("request", (249, b"user", {description!r}, None, 0)),       # request_key
+    ("add", (248, b"user", b"x", b"y", 1, ctypes.c_long(-3))),   # add_key
+]:
+    ret = libc.syscall(*args)
+    out.append(f"{{name}}:{{'ok' if ret >= 0 else ctypes.get_errno()}}")
+try:
+    keys = open("/proc/keys").read()
+except OSError:
+    keys = ""
+print(" ".join(out), buf.raw.rstrip(b"\\0"), {description!r}.decode() in keys)
+"""
+        res = run_code(program, timeout=T)
+        assert res.status == "ok", res.stderr
+        assert secret.decode() not in res.stdout + res.stderr
+        calls, _, rest = res.stdout.partition(" b")
+        assert calls.split() == ["read:1", "session:1", "request:1", "add:1"], res.stdout  # EPERM
+        assert res.stdout.rstrip().endswith("False"), res.stdout  # not listed in /proc/keys
+    finally:
+        _keyctl_syscall(250, 3, key)  # KEYCTL_REVOKE
+    assert_contained(res)
+
+
+@needs_seccomp
+def test_no_nested_user_namespace():
+    """Neither unshare(2), the unshare tool nor clone(CLONE_NEWUSER) gives the program a namespace."""
+    program = """
+import ctypes, os, subprocess
+out = {}
+libc = ctypes.CDLL(None, use_errno=True)
+for name, flags in [("user", 0x10000000), ("user+net", 0x10000000 | 0x40000000), ("mount", 0x00020000)]:
+    out[name] = "succeeded" if libc.unshare(flags) == 0 else "failed"
+r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "id", "-u"], capture_output=True, text=True)
+out["tool"] = "succeeded" if r.returncode == 0 else "failed"
+if os.uname().machine == "x86_64":
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)  # clone(CLONE_NEWUSER | SIGCHLD)
+    if pid == 0:
+        os._exit(0)
+    if pid > 0:
+        os.waitpid(pid, 0)
+    out["clone"] = "succeeded" if pid >= 0 else "failed"
+print(sorted(set(out.values())), out)
+"""
+    res = run_code(program, timeout=5)
+    assert res.status == "ok", res.stderr
+    assert res.stdout.startswith("['failed']"), res.stdout
+    assert_contained(res)
+
+
+@needs_seccomp
+def test_the_init_is_out_of_reach():
+    """The program cannot ptrace its init, read its memory or change its limits."""
+    program = """
+import ctypes, os, resource
+init = os.getppid()
+out = {}
+libc = ctypes.CDLL(None, use_errno=True)
+out["ptrace"] = "failed" if libc.ptrace(16, init, None, None) != 0 else "succeeded"  # PTRACE_ATTACH
+for what, fn in [
+    ("mem", lambda: open(f"/proc/{init}/mem", "rb").read(1)),
+    ("environ", lambda: open(f"/proc/{init}/environ", "rb").read()),
+    ("prlimit-raise", lambda: resource.prlimit(init, resource.RLIMIT_NOFILE, (10 ** 6, 10 ** 6))),
+    ("prlimit-lower", lambda: resource.prlimit(init, resource.RLIMIT_NOFILE, (3, 3))),
+    ("prlimit-pid1", lambda: resource.prlimit(1, resource.RLIMIT_CPU, (1, 1))),
+]:
+    try:
+        fn()
+        out[what] = "succeeded"
+    except (OSError, ValueError):
+        out[what] = "failed"
+resource.prlimit(0, resource.RLIMIT_CORE, (0, 0))  # its own limits it may still lower
+print(sorted(set(out.values())), out)
+"""
+    res = run_code(program, timeout=T)
+    assert res.status == "ok", res.stderr
+    assert res.stdout.startswith("['failed']"), res.stdout
+    assert_contained(res)
+
+
+# x86_64 numbers; arguments are junk on purpose: the filter answers before the kernel checks them.
+DENIED = {
+    "bpf": (321, 0, 0, 0), "perf_event_open": (298, 0, 0, -1, -1, 0), "userfaultfd": (323, 0),
+    "io_uring_setup": (425, 1, 0), "keyctl": (250, 0, -3, 0), "mount": (165, 0, 0, 0, 0, 0),
+    "umount2": (166, 0, 0), "unshare": (272, 0x10000000), "setns": (308, 0, 0), "ptrace": (101, 0, 1, 0, 0),
+    "process_vm_readv": (310, 1, 0, 0, 0, 0, 0), "pidfd_getfd": (438, 0, 0, 0), "kexec_load": (246, 0, 0, 0, 0),
+    "init_module": (175, 0, 0, 0), "open_by_handle_at": (304, 0, 0, 0), "pivot_root": (155, 0, 0),
+    "chroot": (161, 0), "fsopen": (430, 0, 0), "open_tree": (428, 0, 0, 0), "swapon": (167, 0, 0),
+    "syslog": (103, 3, 0, 0), "reboot": (169, 0, 0, 0, 0), "add_key": (248, 0, 0, 0, 0, 0),
+    "clone3": (435, 0, 0),
+}
+
+
+@x86_64_only
+@needs_seccomp
+@pytest.mark.parametrize("name", sorted(DENIED))
+def test_system_calls_a_test_never_needs_are_denied(name):
+    program = f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+ret = libc.syscall(*[ctypes.c_long(a) for a in {DENIED[name]!r}])
+print(ret, ctypes.get_errno())
+"""
+    res = run_code(program, timeout=T)
+    assert res.status == "ok", res.stderr
+    ret, err = map(int, res.stdout.split())
+    expected = 38 if name == "clone3" else 1  # ENOSYS (the C library falls back to clone), EPERM
+    assert (ret, err) == (-1, expected), res.stdout
+    assert_contained(res)
+
+
+@pytest.mark.skipif(not CAPS.cpu_quota, reason=f"no cpu cgroup {HERE}")
+def test_a_fork_bomb_of_burners_gets_one_cpu_at_most():
+    """Four busy processes for 1.5 s of wall time use about one CPU in all (the cgroup's quota)."""
+    program = """
+import os, resource, time
+pids = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            pass
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime)
+"""
+    res = run_code(program, timeout=10, cpu_seconds=10)
+    assert res.status == "ok", res.stderr
+    # 1.5 s at one CPU, plus a period of slack; four uncapped burners would take up to 6 s.
+    assert float(res.stdout) < 1.5 + 0.5, res.stdout
+    assert_contained(res)
+
+
+@pytest.mark.skipif("uid" not in CAPS.available, reason=f"no uid mode here (not root) {HERE}")
+def test_uid_mode_leaves_nothing_in_the_hosts_temp_dirs():
+    marker = f"infscale-leftover-{os.getpid()}-{time.time_ns()}"
+    targets = [f"/tmp/{marker}", f"/var/tmp/{marker}", f"/dev/shm/{marker}", f"/tmp/{marker}-dir"]
+    program = f"""
+import os
+for path in {targets[:3]!r}:
+    try:
+        open(path, "w").write("x")
+        print("wrote", path)
+    except OSError as e:
+        print("failed", path, e)
+os.makedirs({targets[3]!r} + "/sub")
+open({targets[3]!r} + "/sub/f", "w").write("y")
+"""
+    res = run_code(program, mode="uid", timeout=T)
+    assert res.status == "ok", res.stderr
+    assert "wrote /tmp/" in res.stdout  # the host's /tmp is visible in this mode ...
+    for path in targets:
+        assert not os.path.exists(path), path  # ... but nothing written there survives the run
+    assert_contained(res)
