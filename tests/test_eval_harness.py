@@ -316,7 +316,6 @@ def _eval_argv(url: str, db: Path, *extra: str) -> list[str]:
 
 
 def test_cli_eval_json_report_and_export(server, tmp_path, capsys):
-    pytest.importorskip("infscale.evaluation.report")
     db = tmp_path / "runs.sqlite"
     assert main(_eval_argv(server.base_url, db, "--json")) == 0
     out, err = capsys.readouterr()
@@ -412,7 +411,6 @@ def test_cli_eval_errors_before_any_model(argv, names, capsys, monkeypatch, tmp_
 def test_cli_killed_process_resumes(server, tmp_path):
     """SIGKILL an ``infscale eval`` process mid-run, resume it, and compare with an
     uninterrupted run of the same configuration."""
-    pytest.importorskip("infscale.evaluation.report")
     db = tmp_path / "runs.sqlite"
     env = {**os.environ, "INFSCALE_HOME": str(tmp_path / "home")}
     server.behaviour.delay = 0.01  # slow enough to be killed part way

@@ -56,9 +56,11 @@ def run(strategy, n, seed=0, model=None, scorer=None, **options):
 
 def assert_matches_target(result, target, n_particles):
     est = {m.answer: m.weight for m in result.distribution}
-    ess = n_particles if result.strategy == "particle-filter" else None
+    # the Kish effective sample size of the final weights, 1 / sum(w^2) <= n
+    ess = result.info["ess"]
+    assert 1.0 <= ess <= n_particles + 1e-6
     for answer, pi in target.items():
-        se = math.sqrt(pi * (1 - pi) / (ess or n_particles))
+        se = math.sqrt(pi * (1 - pi) / ess)
         assert abs(est.get(answer, 0.0) - pi) <= 5 * se + 1e-9, (answer, est.get(answer), pi)
     tv = 0.5 * sum(abs(est.get(a, 0.0) - p) for a, p in target.items())
     assert tv < 0.05
@@ -164,7 +166,7 @@ def test_rebase_allocation():
 # -- beam search and tree search ---------------------------------------------------------------
 
 def test_beam_search_keeps_the_exact_top_k_at_every_depth():
-    r = run("beam-search", 3, width=16, aggregate="product")
+    r = run("beam-search", 48, width=16, aggregate="product")  # 3 beams of 16 children
     for t in r.trace:
         nodes = {n["id"]: n for n in t["nodes"]}
         distinct = {}
@@ -177,8 +179,9 @@ def test_beam_search_keeps_the_exact_top_k_at_every_depth():
 
 
 def test_beam_search_wide_enough_returns_the_exact_top_paths():
-    # six complete paths; with room for all of them the final beams are exactly the best ones
-    r = run("beam-search", 6, width=32, aggregate="product")
+    # six complete paths; with room for all of them (6 beams of 32 children, n = 6 * 32) the final
+    # beams are exactly the best ones
+    r = run("beam-search", 192, width=32, aggregate="product")
     scores = {}
     for path, _ in FakeStepModel(next_steps).paths():
         scores[path[-1].split(": ")[1]] = sum(potential(path[:i], s) for i, s in enumerate(path))

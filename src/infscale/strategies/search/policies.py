@@ -1,0 +1,383 @@
+"""The policies a search strategy is made of: small frozen objects, each with its own parameter
+specs (``specs``, merged into the strategy's ``--param`` settings) and one method.
+
+* **Expand** (``plan``; ``roots`` says how many root nodes start the search): which frontier
+  nodes get how many children this round.
+* **Weigh** (``update``): what a step's log-score does to its node — importance log-weight,
+  ranking priority.
+* **Select** (``settle``): which nodes stay after a round, and whether the search is over.
+* **Finish** (``choose``): the answer distribution and the ranked answers.
+
+Compute: ``--n`` buys about as many generated tokens as ``n`` independent samples. Particle
+methods keep n particles (n children per round); beam searches share n children per round among
+``n / width`` beams of ``width`` children; DVTS grows ``n / width`` subtrees of ``width``
+children; REBASE shares n children per round (minus the solutions found) by its allocation;
+best-first makes at most n expansions of ``width`` children.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...answers import AnswerTask
+from ...types import AnswerMass, Candidate
+from .. import resampling as rs
+from .. import voting
+from ..base import Context, ParamSpec
+from .core import Node, SearchState, aggregate
+
+__all__ = [
+    "EachLive", "Beams", "Rebase", "BestNode",
+    "Potential", "Rank", "Mixed", "PathPriority",
+    "Resample", "TopK", "SubtreeTop", "GumbelTopK", "KeepAll", "Frontier",
+    "WeightedVote", "BestTrajectory",
+    "beams", "frontier_key",
+]
+
+WIDTH = ParamSpec(int, 4, "children per expanded node (beams: n / width beams share n children per round)", lo=1)
+AGGREGATE = ParamSpec(str, "last", "step scores → path score for ranking and reports",
+                      choices=("last", "min", "product", "mean"))
+
+
+def beams(ctx: Context) -> int:
+    """How many beams (or subtrees) share a round's n children: n / width, at least one."""
+    return max(1, ctx.n // ctx.options["width"])
+
+
+def _survivors(children: list[Node]) -> list[Node]:
+    """Children that can compete for a place: not failed; identical text (same prefix, same step)
+    counts once within a subtree. A child refused for budget stays, finished, as what its
+    parent's path reached."""
+    seen, out = set(), []
+    for n in children:
+        if n.reason == "error" or (n.group, n.text) in seen:
+            continue
+        seen.add((n.group, n.text))
+        out.append(n)
+    return out
+
+
+def _keep(st: SearchState, kept: list[Node], info: dict[str, Any]) -> None:
+    """Finished nodes among ``kept`` become solutions; the others the new frontier."""
+    st.done.extend(n for n in kept if n.finished)
+    st.frontier = [n for n in kept if not n.finished]
+    info["kept"] = [n.id for n in st.frontier]
+
+
+# ---------------------------------------------------------------------------------- expand
+
+@dataclass(frozen=True)
+class EachLive:
+    """Every live node gets ``children`` children (1: particles; ``"width"``: DVTS subtrees);
+    the search starts from ``n / children`` roots."""
+
+    children: int | str = 1
+
+    @property
+    def specs(self) -> dict[str, ParamSpec]:
+        return {"width": WIDTH} if self.children == "width" else {}
+
+    def roots(self, ctx: Context) -> int:
+        return max(1, ctx.n // self._k(ctx))
+
+    def _k(self, ctx: Context) -> int:
+        return ctx.options["width"] if self.children == "width" else int(self.children)
+
+    def plan(self, st: SearchState, ctx: Context, info: dict[str, Any]) -> list[tuple[Node, int]]:
+        k = self._k(ctx)
+        return [(n, k) for n in st.live()]
+
+
+@dataclass(frozen=True)
+class Beams:
+    """One root with n children, then ``width`` children for each live beam."""
+
+    specs = {"width": WIDTH}
+
+    def roots(self, ctx: Context) -> int:
+        return 1
+
+    def plan(self, st: SearchState, ctx: Context, info: dict[str, Any]) -> list[tuple[Node, int]]:
+        k = ctx.n if st.depth == 0 else ctx.options["width"]
+        return [(n, k) for n in st.live()]
+
+
+@dataclass(frozen=True)
+class Rebase:
+    """REBASE's balanced expansion (Wu et al. 2024): one root with n children; then each round's
+    n children (minus the solutions found) go to frontier node i in proportion to
+    softmax(R_i / T), R_i = exp(priority) the scorer's probability for the node's path; nodes
+    given none are pruned."""
+
+    specs = {"temperature": ParamSpec(float, 0.2, "T: children ∝ softmax(reward / T), reward in [0, 1]", lo=1e-6)}
+
+    def roots(self, ctx: Context) -> int:
+        return 1
+
+    def plan(self, st: SearchState, ctx: Context, info: dict[str, Any]) -> list[tuple[Node, int]]:
+        live = st.live()
+        if st.depth == 0:
+            return [(n, ctx.n) for n in live]
+        rewards = [math.exp(n.priority) for n in live]
+        counts = rs.rebase_allocate(rewards, max(0, ctx.n - len(st.done)), ctx.options["temperature"])
+        info["allocation"] = [int(c) for c in counts]
+        return [(n, int(c)) for n, c in zip(live, counts)]
+
+
+def frontier_key(n: Node) -> tuple[float, int, float, int]:
+    """Best-first order: highest priority; ties go to the deeper node (so a pass/fail scorer's
+    ties dive rather than sweep breadth-first), then to the path the model is more confident in
+    (mean token log-probability), then to the older node."""
+    return (-n.priority, -len(n.steps), -n.mean_logprob, n.id)
+
+
+@dataclass(frozen=True)
+class BestNode:
+    """The frontier node first in :func:`frontier_key` order gets ``width`` children."""
+
+    specs = {"width": WIDTH}
+
+    def roots(self, ctx: Context) -> int:
+        return 1
+
+    def plan(self, st: SearchState, ctx: Context, info: dict[str, Any]) -> list[tuple[Node, int]]:
+        best = min(st.live(), key=frontier_key)
+        info["expanded"] = [best.id]
+        return [(best, ctx.options["width"])]
+
+
+# ----------------------------------------------------------------------------------- weigh
+
+@dataclass(frozen=True)
+class Potential:
+    """Importance weighting: log-weight += s_t / T (the tempered potential exp(s_t / T))."""
+
+    specs = {"temperature": ParamSpec(float, 1.0, "T: weights are exp(score / T)", lo=1e-6), "aggregate": AGGREGATE}
+
+    def update(self, n: Node, s: float, options: dict[str, Any]) -> None:
+        n.scores.append(s)
+        if not math.isnan(s):
+            n.logw += s / options["temperature"]
+        n.priority = aggregate(n.scores, options["aggregate"])
+
+
+@dataclass(frozen=True)
+class Rank:
+    """Ranking: the path's priority is its aggregated step score; log-weights stay 0."""
+
+    specs = {"aggregate": AGGREGATE}
+
+    def update(self, n: Node, s: float, options: dict[str, Any]) -> None:
+        n.scores.append(s)
+        n.priority = aggregate(n.scores, options["aggregate"])
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """Self-evaluation guided beams (Xie et al. 2023): a step's score mixes its mean token
+    log-probability with the scorer's log-score."""
+
+    specs = {"aggregate": AGGREGATE,
+             "mix": ParamSpec(float, 0.5, "score = mix * step mean token log-prob + (1 - mix) * scorer score",
+                              lo=0.0, hi=1.0)}
+
+    def update(self, n: Node, s: float, options: dict[str, Any]) -> None:
+        mix = options["mix"]
+        n.scores.append(mix * n.step_logprob + (1.0 - mix) * s)
+        n.priority = aggregate(n.scores, options["aggregate"])
+
+
+@dataclass(frozen=True)
+class PathPriority:
+    """Best-first priority, depth-fair: ``mean`` (average step log-score) or ``last`` (the
+    latest step's, a PRM's estimate for the whole prefix); or A*-style ``astar``: g + h with
+    g = sum of step log-scores (the path's log-probability of being right so far) and
+    h = ``lookahead`` * mean step log-score (the remaining steps guessed to score like the
+    average; ``lookahead=0`` is uniform-cost search, optimal among the paths generated when
+    log-scores are <= 0, as probabilities' are)."""
+
+    specs = {"priority": ParamSpec(str, "mean", "best-first priority: mean or last step score, or astar (g + h)",
+                                   choices=("mean", "last", "astar")),
+             "lookahead": ParamSpec(float, 0.0, "astar: h = lookahead * mean step log-score", lo=0.0)}
+
+    def update(self, n: Node, s: float, options: dict[str, Any]) -> None:
+        n.scores.append(s)
+        how = options["priority"]
+        if how == "astar":
+            g = float(sum(n.scores))
+            h = options["lookahead"] * aggregate(n.scores, "mean") if options["lookahead"] else 0.0
+            n.priority = g + h
+        else:
+            n.priority = aggregate(n.scores, how)
+
+
+# ---------------------------------------------------------------------------------- select
+
+@dataclass(frozen=True)
+class Resample:
+    """Sequential importance resampling. The population is every particle, finished ones with
+    their weights; after each round it is resampled with ``scheme`` (``None``: never, importance
+    sampling), only when the Kish ESS falls below ``ess`` * n if ``ess`` is set. log Z gains the
+    log mean weight at every resampling and at the end (weights restart at 0 after resampling),
+    so exp(log_z) is an unbiased estimate of the normalising constant. A conditional particle
+    filter's reference node always survives."""
+
+    scheme: str | None = "multinomial"
+    ess: float | None = None
+
+    @property
+    def specs(self) -> dict[str, ParamSpec]:
+        out = {}
+        if self.scheme is not None:
+            out["resampler"] = ParamSpec(str, self.scheme, "resampling scheme", choices=tuple(rs.RESAMPLERS))
+        if self.ess is not None:
+            out["ess_threshold"] = ParamSpec(float, self.ess, "resample only when ESS < this fraction of n",
+                                             lo=0.0, hi=1.0)
+        return out
+
+    def settle(self, st: SearchState, ctx: Context, children: list[Node], rng: np.random.Generator,
+               info: dict[str, Any]) -> bool:
+        pop = st.frontier + children
+        st.frontier = pop
+        logw = np.array([n.logw for n in pop])
+        if st.log_z is None:
+            st.log_z = 0.0
+        if not any(not n.finished for n in pop):
+            st.log_z += rs.log_mean_exp(logw) if logw.size else 0.0
+            return True
+        e = rs.ess(logw)
+        info["ess"] = e
+        if self.scheme is None or (self.ess is not None and e >= ctx.options["ess_threshold"] * len(pop)):
+            return False
+        st.log_z += rs.log_mean_exp(logw)
+        ref = next((i for i, p in enumerate(pop) if p.id == st.reference_node), None)
+        idx = list(rs.RESAMPLERS[ctx.options["resampler"]](logw, len(pop) - (ref is not None), rng))
+        if ref is not None:
+            idx.append(ref)
+        info["ancestors"] = [pop[i].id for i in idx]
+        counts = np.bincount(idx, minlength=len(pop))
+        new, copies = [], []
+        for i, p in enumerate(pop):
+            for j in range(counts[i]):
+                q = p if j == 0 else st.copy(p)
+                if q is not p:
+                    copies.append([q.id, p.id])
+                q.logw = 0.0
+                new.append(q)
+        st.frontier = new
+        info["copies"] = copies  # [copy id, original id]: resampled duplicates
+        return False
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Beam search: the ``n / width`` best children by priority (finished beams included) keep
+    their places; over once that many beams have finished."""
+
+    specs = {"width": WIDTH}
+
+    def settle(self, st: SearchState, ctx: Context, children: list[Node], rng, info: dict[str, Any]) -> bool:
+        room = max(0, beams(ctx) - len(st.done))
+        _keep(st, sorted(_survivors(children), key=lambda n: -n.priority)[:room], info)
+        return len(st.done) >= beams(ctx)
+
+
+@dataclass(frozen=True)
+class SubtreeTop:
+    """DVTS: each subtree that has not finished keeps its best child."""
+
+    specs = {"width": WIDTH}
+
+    def settle(self, st: SearchState, ctx: Context, children: list[Node], rng, info: dict[str, Any]) -> bool:
+        pool = _survivors(children)
+        finished = {n.group for n in st.done}
+        kept = [max((c for c in pool if c.group == g), key=lambda n: n.priority)
+                for g in sorted({c.group for c in pool} - finished)]
+        _keep(st, kept, info)
+        return False
+
+
+@dataclass(frozen=True)
+class GumbelTopK:
+    """Stochastic beams (Xie et al. 2023): ``n / width`` beams drawn without replacement with
+    probability ∝ exp(priority / tau) (Gumbel top-k); tau decays by ``tau_decay`` each round."""
+
+    specs = {"width": WIDTH,
+             "tau": ParamSpec(float, 0.5, "sampling temperature of the beam draw", lo=1e-6),
+             "tau_decay": ParamSpec(float, 0.5, "tau is multiplied by this after each step", lo=0.0, hi=1.0)}
+
+    def settle(self, st: SearchState, ctx: Context, children: list[Node], rng: np.random.Generator,
+               info: dict[str, Any]) -> bool:
+        pool = _survivors(children)
+        tau = max(ctx.options["tau"] * ctx.options["tau_decay"] ** (st.depth - 1), 1e-6)
+        keys = np.array([n.priority for n in pool]) / tau + rng.gumbel(size=len(pool))
+        room = max(0, beams(ctx) - len(st.done))
+        _keep(st, [pool[i] for i in np.argsort(-keys, kind="stable")[:room]], info)
+        return len(st.done) >= beams(ctx)
+
+
+@dataclass(frozen=True)
+class KeepAll:
+    """REBASE: every child stays (the allocation prunes); over once n solutions are found."""
+
+    specs = {}
+
+    def settle(self, st: SearchState, ctx: Context, children: list[Node], rng, info: dict[str, Any]) -> bool:
+        _keep(st, _survivors(children), info)
+        return len(st.done) >= ctx.n
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """Best-first: the children join a priority queue (:func:`frontier_key`, the ``max_frontier``
+    best kept). The search is over when the queue's first node is a solution — the goal test at
+    the pop, as in A* — or after n expansions (then the solutions in the queue, best first)."""
+
+    specs = {"max_frontier": ParamSpec(int, 32, "frontier size kept (the worst are dropped)", lo=1)}
+
+    def settle(self, st: SearchState, ctx: Context, children: list[Node], rng, info: dict[str, Any]) -> bool:
+        queue = sorted(st.frontier + _survivors(children), key=frontier_key)[: ctx.options["max_frontier"]]
+        if queue and queue[0].finished:
+            st.done, st.frontier = [queue[0]], []
+            st.stopped_early = st.depth < ctx.n
+            return True
+        if st.depth >= ctx.n:
+            solutions = [n for n in queue if n.finished]
+            st.done, st.frontier = (solutions, []) if solutions else ([], queue)
+            return True
+        st.frontier = queue
+        return False
+
+
+# ---------------------------------------------------------------------------------- finish
+
+@dataclass(frozen=True)
+class WeightedVote:
+    """Answer classes weighted by normalised importance weight (``by="logw"``) or by
+    exp(priority) (``by="priority"``: the path score as a log-weight)."""
+
+    by: str = "logw"
+    specs = {}
+
+    def choose(self, nodes: list[Node], cands: list[Candidate], task: AnswerTask
+               ) -> tuple[list[AnswerMass], list[str]]:
+        logw = [n.logw if self.by == "logw" else n.priority for n in nodes]
+        classes = voting.fold(cands, logw, task)
+        return voting.distribution(classes), voting.choose("vote", classes, cands)
+
+
+@dataclass(frozen=True)
+class BestTrajectory:
+    """The answer of the highest-priority trajectory (ties: the model's more confident one); the
+    distribution counts each trajectory once."""
+
+    specs = {}
+
+    def choose(self, nodes: list[Node], cands: list[Candidate], task: AnswerTask
+               ) -> tuple[list[AnswerMass], list[str]]:
+        classes = voting.fold(cands, [0.0] * len(cands), task)
+        return voting.distribution(classes), voting.choose("best", classes, cands)

@@ -1,0 +1,110 @@
+"""The named step-level strategies: each a configuration of the search core's four policies.
+
+``cost`` states what ``--n`` buys, against n independent samples of the same problem (whose
+generated tokens are about n times one solution's, i.e. n children per step of depth).
+"""
+
+from __future__ import annotations
+
+from .core import ParticleGibbs, SearchConfig, SearchStrategy
+from .policies import (Beams, BestNode, BestTrajectory, EachLive, Frontier, GumbelTopK, KeepAll, Mixed, PathPriority,
+                       Potential, Rank, Rebase, Resample, SubtreeTop, TopK, WeightedVote)
+
+__all__ = ["SEARCH_STRATEGIES"]
+
+_PARTICLES = "n particles, one child each per step: about n samples' tokens"
+
+particle_filter = SearchStrategy(
+    "particle-filter",
+    "particle filtering: weights exp(step score / T), multinomial resampling every step, weighted vote",
+    SearchConfig(expand=EachLive(1), weigh=Potential(), select=Resample("multinomial"), finish=WeightedVote("logw")),
+    doc="Particle filtering over reasoning steps (Puri et al. 2025, 'A Probabilistic Inference Approach to "
+        "Inference-Time Scaling of LLMs using Particle-Based Monte Carlo Methods'). n particles; each step "
+        "extends every live particle by one step, multiplies its weight by exp(s_t / T) with s_t the process "
+        "scorer's log-score of the step, and resamples (multinomial by default). Finished particles keep their "
+        "weights; the answer is the weighted vote of the final population. exp(info.log_z) is an unbiased "
+        "estimate of the tempered target's normalising constant.",
+    cost=_PARTICLES)
+
+importance_sampling = SearchStrategy(
+    "importance-sampling",
+    "n independent trajectories weighted by prod exp(step score / T); weighted vote (no resampling)",
+    SearchConfig(expand=EachLive(1), weigh=Potential(), select=Resample(None), finish=WeightedVote("logw")),
+    doc="Self-normalised importance sampling with the model as proposal: n independent trajectories, each "
+        "weighted by prod_t exp(s_t / T); the answer is the weighted vote. exp(info.log_z), the mean weight, is "
+        "an unbiased estimate of the normalising constant.",
+    cost="n independent trajectories: exactly n samples' tokens")
+
+smc = SearchStrategy(
+    "smc",
+    "sequential Monte Carlo: systematic resampling only when ESS < half of n",
+    SearchConfig(expand=EachLive(1), weigh=Potential(), select=Resample("systematic", ess=0.5),
+                 finish=WeightedVote("logw")),
+    doc="Sequential Monte Carlo with adaptive resampling (Del Moral, Doucet, Jasra 2012): like the particle "
+        "filter, but the population is resampled (systematic scheme) only when its Kish effective sample size "
+        "falls below ess_threshold * n. exp(info.log_z) is an unbiased estimate of the normalising constant.",
+    cost=_PARTICLES)
+
+particle_gibbs = ParticleGibbs(
+    "particle-gibbs",
+    "particle Gibbs: conditional particle filters that keep a reference path across iterations",
+    SearchStrategy("particle-gibbs", "one sweep of particle Gibbs",
+                   SearchConfig(expand=EachLive(1), weigh=Potential(), select=Resample("multinomial"),
+                                finish=WeightedVote("logw"))),
+    cost="`iterations` particle filters of n particles: about iterations x n samples' tokens (default 2x)")
+
+beam_search = SearchStrategy(
+    "beam-search",
+    "beam search: n children per step shared by n/width beams, the best n/width kept",
+    SearchConfig(expand=Beams(), weigh=Rank(), select=TopK(), finish=BestTrajectory()),
+    doc="Beam search with a process reward (Snell et al. 2024; Beeching et al. 2024, search-and-learn): n / "
+        "width beams each get `width` sampled children (the first step: n children of the prompt), the n / "
+        "width best children by aggregated step score survive, finished beams are set aside; the answer is the "
+        "best finished beam.",
+    cost="n children per step (n / width beams of width): about n samples' tokens")
+
+dvts = SearchStrategy(
+    "dvts",
+    "diverse verifier tree search: n/width independent subtrees, each keeps its best child",
+    SearchConfig(expand=EachLive("width"), weigh=Rank(), select=SubtreeTop(), finish=WeightedVote("priority")),
+    doc="DVTS (Beeching, Tunstall, Rush 2024, 'Scaling test-time compute with open models'): the n children "
+        "of a step are split into n / width subtrees searched greedily and independently with the process "
+        "scorer (each keeps its best of `width` children); the answer is the score-weighted vote of the "
+        "subtrees' solutions.",
+    cost="n / width subtrees of width children per step: about n samples' tokens")
+
+rebase = SearchStrategy(
+    "rebase",
+    "REBASE: each depth's n expansions shared out by softmax(reward / T) over the frontier",
+    SearchConfig(expand=Rebase(), weigh=Rank(), select=KeepAll(), finish=WeightedVote("priority")),
+    doc="REBASE (Wu et al. 2024, 'Inference Scaling Laws'): a tree whose expansion budget at each depth (n "
+        "minus the solutions found) is allocated to frontier nodes in proportion to softmax(R / T), R = "
+        "exp(score) the process scorer's probability for the node; nodes allocated nothing are pruned. "
+        "Answer: the score-weighted vote of the solutions.",
+    cost="n children per step, fewer as solutions are found: at most n samples' tokens")
+
+best_first = SearchStrategy(
+    "best-first",
+    "best-first search: expand the highest-priority frontier node (width children), stop when a solution is best",
+    SearchConfig(expand=BestNode(), weigh=PathPriority(), select=Frontier(), finish=BestTrajectory()),
+    doc="Best-first search in the spirit of A*-decoding (Chatziveroglou 2025): a priority queue of partial "
+        "solutions ordered by a depth-fair path score (mean or last step score) or, with priority=astar, "
+        "g + h; each step expands the first node of the queue with `width` sampled children; the search ends "
+        "when the first node of the queue is a solution (the goal test at the pop) or after n expansions. "
+        "Ties go to the deeper node, then to the model's more confident path.",
+    cost="at most n expansions of width children; stops at the first solution popped, so it often spends less "
+         "(the exception to the 0.5x-2x band: ending as soon as the answer is found is the algorithm)")
+
+self_eval_beam = SearchStrategy(
+    "self-eval-beam",
+    "self-evaluation guided stochastic beam search: n/width beams drawn by exp(score / tau), tau decays",
+    SearchConfig(expand=Beams(), weigh=Mixed(), select=GumbelTopK(), finish=BestTrajectory()),
+    doc="Self-evaluation guided stochastic beam search (Xie et al. 2023): each beam gets `width` children; a "
+        "child's score mixes the step's mean token log-probability under the model with the self-evaluation "
+        "log-score (weight `mix`), and the next n / width beams are drawn without replacement with probability "
+        "∝ exp(score / tau) (Gumbel top-k); tau decays by `tau_decay` each step.",
+    default_scorer="self-eval",
+    cost="n children per step (n / width beams of width): about n samples' tokens")
+
+SEARCH_STRATEGIES = {s.name: s for s in [particle_filter, importance_sampling, smc, particle_gibbs, beam_search, dvts,
+                                         rebase, best_first, self_eval_beam]}
