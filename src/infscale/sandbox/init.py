@@ -23,6 +23,7 @@ and when it exits the kernel kills every process left in the namespace.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import resource
@@ -109,7 +110,11 @@ def _load_seccomp() -> None:
 
 
 def _fresh_session_keyring(libc: Any) -> None:
-    """Replace the inherited session keyring (the caller's) by a new, empty, anonymous one."""
+    """Replace the inherited session keyring (the caller's) by a new, empty, anonymous one.
+
+    Where ``keyctl`` itself is denied (a container's own seccomp profile, a kernel without
+    keys), no keyring is reachable from here at all, which is what this is for.
+    """
     try:
         nr = _libseccomp().seccomp_syscall_resolve_name(b"keyctl")
     except OSError:
@@ -118,7 +123,8 @@ def _fresh_session_keyring(libc: Any) -> None:
         raise OSError("keyctl: unknown system call number on this architecture")
     if libc.syscall(nr, _KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"keyctl(JOIN_SESSION_KEYRING): {os.strerror(err)}")
+        if err not in (errno.EPERM, errno.ENOSYS, errno.EACCES):
+            raise OSError(err, f"keyctl(JOIN_SESSION_KEYRING): {os.strerror(err)}")
 
 
 def _prctl(libc: Any, option: int, arg: int) -> None:

@@ -196,7 +196,7 @@ def plan(
     cfg = {
         "status_fd": status_fd,
         "cgroup_procs": [] if boxed else procs,  # under bubblewrap the wrapper below joins them
-        "keyring": probe.seccomp,  # libseccomp names the keyctl system call
+        "keyring": True,
         "seccomp": probe.seccomp,
         "copy_source": [f"{_BOX}/main.py", "/tmp/main.py"] if boxed else None,
         "cwd": cwd,
