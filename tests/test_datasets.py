@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from infscale import ConfigError
-from infscale.answers import get_task
+from infscale.tasks import get_task
 from infscale.datasets import (
     DATASETS,
     arith_problems,

@@ -10,7 +10,7 @@ import pytest
 
 import infscale
 from infscale import Budget, ConfigError, Problem, SamplingParams
-from infscale.answers import get_task
+from infscale.tasks import get_task
 from infscale.backends.base import Capabilities
 from infscale.backends.openai_http import OpenAIGenerator
 from infscale.scorers import SCORERS, Scorer

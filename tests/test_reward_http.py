@@ -9,7 +9,7 @@ import time
 import pytest
 
 from infscale import Budget, Problem, SamplingParams
-from infscale.answers import get_task
+from infscale.tasks import get_task
 from infscale.errors import BackendError, ConfigError
 from infscale.scorers import get_scorer
 from infscale.backends.http import server_root as _root_url

@@ -296,7 +296,7 @@ async def test_best_of_n_oracle_finds_a_minority_correct_answer():
 
 
 def test_best_of_n_breaks_score_ties_by_mean_token_logprob():
-    from infscale.answers import get_task
+    from infscale.tasks import get_task
     from infscale.strategies.sample import SAMPLE_STRATEGIES, select_from
     from infscale.types import Candidate
 

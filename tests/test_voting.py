@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from infscale.answers import get_task
+from infscale.tasks import get_task
 from infscale.strategies import voting
 from infscale.types import Candidate
 

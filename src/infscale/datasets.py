@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .answers import extract_boxed, get_task
+from .tasks import extract_boxed, get_task
 from .errors import ConfigError
 from .home import subdir
 from .rng import make_rng

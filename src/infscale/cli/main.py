@@ -118,7 +118,7 @@ def _ask(args) -> int:
     from ..strategies import get_strategy  # noqa: PLC0415
     from ..strategies.runner import check_n, run  # noqa: PLC0415
     from ..types import Problem  # noqa: PLC0415
-    from ..answers import get_task  # noqa: PLC0415
+    from ..tasks import get_task  # noqa: PLC0415
 
     # validate everything before loading a model
     strat = get_strategy(args.strategy)

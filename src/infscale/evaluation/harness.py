@@ -21,10 +21,12 @@ decode steps by itself. Each item:
 3. **Per budget**: every other strategy (``adaptive``, step-level search) runs through
    :func:`infscale.run` with ``n = budget``; its candidates and result are stored together.
 
-Correctness: every sample is graded once against the problem's reference (math/mcq/text by
-answer equivalence; code by the ``code-tests`` scorer when it is registered: all tests pass).
-A chosen answer is correct when a sample with that answer is (``answers[:k]`` for pass@k-style
-strategies with a ``k`` setting). Grading never influences a strategy.
+Correctness: every sample's extracted answer is graded once by the problem's task
+(:meth:`~infscale.tasks.AnswerTask.grade`: math/mcq/text by answer equivalence with the
+reference; code by running the problem's tests in the sandbox: all tests pass). A chosen answer
+is correct when a sample with an equivalent answer is (``answers[:k]`` for pass@k-style
+strategies with a ``k`` setting); a chosen answer no sample carries is graded by the task too.
+Grading never influences a strategy.
 
 An item that fails with a retryable backend error (a full KV cache, a 503) is retried up to
 three times; what it stored stays stored.
@@ -53,7 +55,7 @@ from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..answers import AnswerTask, get_task, group_answers
+from ..tasks import AnswerTask, get_task, group_answers
 from ..backends.base import Generator
 from ..errors import BackendError, ConfigError
 from ..params import Budget, SamplingParams
@@ -83,6 +85,7 @@ __all__ = [
 POOL = "pool"
 GREEDY = "greedy"
 RETRIES = 3  # a (problem, seed) item that fails with a retryable backend error is tried again
+GRADE_CONCURRENCY = 2  # answers graded at once (a code answer runs its tests in a sandboxed process)
 
 log = logging.getLogger("infscale.evaluation")
 
@@ -370,7 +373,7 @@ class _Harness:
         self.samples_new = 0
         self.results_new = 0
         self.started = time.monotonic()
-        self.code_grader: Scorer | None = None
+        self.grade_limit = asyncio.Semaphore(GRADE_CONCURRENCY)
 
     # -- helpers ------------------------------------------------------------------------
     def _scorer(self, name: str | None) -> Scorer | None:
@@ -389,20 +392,24 @@ class _Harness:
                                       samples=self.samples_new, results=self.results_new,
                                       seconds=time.monotonic() - self.started))
 
-    async def _grade(self, problem: Problem, texts: list[str], answers: list[str | None]) -> list[bool]:
-        """Whether each solution is correct (never seen by any strategy)."""
+    async def _grade(self, problem: Problem, answers: list[str | None]) -> list[bool]:
+        """Whether each extracted answer solves ``problem``, by the problem's task (never seen by
+        any strategy). Grading runs in worker threads, at most :data:`GRADE_CONCURRENCY` at once:
+        a code answer runs its tests in the sandbox, a math answer may call math-verify."""
         task = get_task(problem.task)
-        if problem.task == "code" and "code-tests" in SCORERS:
-            if self.code_grader is None:
-                self.code_grader = get_scorer("code-tests")
-            ctx = self._context(problem, 0, len(texts))
-            scores = await self.code_grader.score(problem, texts, ctx)
-            return [a is not None and s is not None and s >= -1e-9 for a, s in zip(answers, scores)]
-        return [task.is_correct(a, problem.reference) for a in answers]
+
+        async def one(answer: str | None) -> bool:
+            if answer is None:
+                return False
+            async with self.grade_limit:
+                return await asyncio.to_thread(task.grade, answer, problem)
+
+        return list(await asyncio.gather(*(one(a) for a in answers)))
 
     @staticmethod
-    def _answer_correct(answer: str | None, graded: dict[str, bool], task: AnswerTask, problem: Problem) -> bool:
-        """A chosen answer is correct when a graded sample with that answer is."""
+    def _answer_correct(answer: str | None, graded: dict[str, bool], task: AnswerTask) -> bool:
+        """A chosen answer is correct when a graded answer with its canonical key is. The caller
+        grades every chosen answer first (a pooled selection chooses among graded pool answers)."""
         if answer is None:
             return False
         if answer in graded:
@@ -411,7 +418,7 @@ class _Harness:
         for a, ok in graded.items():
             if task.canonical(a) == key:
                 return ok
-        return task.is_correct(answer, problem.reference) if problem.task != "code" else False
+        raise AssertionError(f"chosen answer {answer!r} was never graded")
 
     # -- the grid -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -459,7 +466,7 @@ class _Harness:
     async def _store_pool_sample(self, problem: Problem, seed: int, task: AnswerTask, idx: int, c, seconds: float
                                  ) -> None:
         answer = task.extract(c.text)
-        (correct,) = await self._grade(problem, [c.text], [answer])
+        (correct,) = await self._grade(problem, [answer])
         row = {"problem_id": problem.id, "seed": seed, "pool": POOL, "idx": idx, "text": c.text,
                "answer": answer, "correct": correct, "finish_reason": c.finish_reason,
                "generated_tokens": c.generated_tokens, "prompt_tokens": c.prompt_tokens, "logprob": c.logprob,
@@ -534,8 +541,8 @@ class _Harness:
                 cost = {"generated_tokens": 0.0, "prompt_tokens": 0.0, "calls": 0.0, "seconds": 0.0}
                 for sub in subsets:
                     res = select_from(spec.strategy, [cands[i] for i in sub], task, spec.options)
-                    ok = any(self._answer_correct(a, graded, base, problem) for a in res.answers[: spec.k]) \
-                        if spec.k > 1 else self._answer_correct(res.answer, graded, base, problem)
+                    ok = any(self._answer_correct(a, graded, base) for a in res.answers[: spec.k]) \
+                        if spec.k > 1 else self._answer_correct(res.answer, graded, base)
                     correct.append(1.0 if ok else 0.0)
                     chosen.append(res)
                     for i in sub:
@@ -571,22 +578,22 @@ class _Harness:
         finally:
             seconds = self.clock.leave(width, mark)
         task = get_task(problem.task)
-        texts = [c.text for c in result.candidates]
         answers = [c.answer for c in result.candidates]
-        grades = await self._grade(problem, texts, answers) if texts else []
+        grades = await self._grade(problem, answers)
         graded: dict[str, bool] = {}
         for a, ok in zip(answers, grades):
             if a is not None:
                 graded.setdefault(a, ok)
+        chosen = result.answers[: spec.k] if spec.k > 1 else [result.answer]
+        ungraded = [a for a in dict.fromkeys(chosen) if a is not None
+                    and not any(task.canonical(a) == task.canonical(g) for g in graded)]
+        graded.update(zip(ungraded, await self._grade(problem, ungraded)))
         samples = [{"problem_id": problem.id, "seed": seed, "pool": pool, "idx": j, "text": c.text, "answer": c.answer,
                     "correct": ok, "finish_reason": c.finish_reason, "generated_tokens": c.generated_tokens,
                     "prompt_tokens": None, "logprob": c.logprob, "sample_seed": c.seed, "seconds": None,
                     "scores": ({spec.scorer: c.score} if spec.scorer and c.score is not None else {})}
                    for j, (c, ok) in enumerate(zip(result.candidates, grades))]
-        if spec.k > 1:
-            ok = any(self._answer_correct(a, graded, task, problem) for a in result.answers[: spec.k])
-        else:
-            ok = self._answer_correct(result.answer, graded, task, problem)
+        ok = any(self._answer_correct(a, graded, task) for a in chosen)
         u = result.usage
         row = {"strategy": spec.label, "budget": budget, "seed": seed, "problem_id": problem.id,
                "answer": result.answer, "answers": result.answers[: max(spec.k, 1)], "correct": 1.0 if ok else 0.0,

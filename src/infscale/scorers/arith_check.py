@@ -22,6 +22,8 @@ import math
 import operator
 import re
 
+from ..tasks.base import answer_lines
+from ..tasks.math import as_number, statement_answer
 from .base import Scorer
 
 __all__ = ["ArithCheckScorer", "check_text", "evaluate"]
@@ -31,7 +33,6 @@ _NUM = r"-?\d+(?:,\d{3})*(?:\.\d+)?"
 _EQ = re.compile(
     r"(?P<lhs>[\(\s]*" + _NUM + r"\)?(?:\s*[-+*/x×÷]\s*[\(\s]*" + _NUM + r"\)?)+\s*\)?)\s*=\s*\$?(?P<rhs>" + _NUM + r")"
 )
-_ANSWER = re.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:：]\s*\$?(?P<x>" + _NUM + r")")
 _UNCHECKED = math.log(0.5)
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
@@ -71,8 +72,10 @@ def _close(a: float, b: float) -> bool:
 
 
 def check_text(text: str, last_value: float | None = None) -> tuple[int, int, float | None]:
-    """``(ok, total, last value)`` over the computations in ``text``. An ``Answer: X`` line is
-    one more check: X must equal the last computed value (when there is one)."""
+    """``(ok, total, last value)`` over the computations in ``text``. An "Answer:" line (the
+    tasks' one rule, ``**Answer:** X`` included) whose statement the math task reads as a number
+    X (``Answer: 17 + 2 = 20`` states 20) is one more check: X must equal the last computed value
+    (when there is one). A statement without a number is not checked."""
     ok = total = 0
     for m in _EQ.finditer(text):
         value = evaluate(m.group("lhs"))
@@ -82,10 +85,11 @@ def check_text(text: str, last_value: float | None = None) -> tuple[int, int, fl
         total += 1
         ok += _close(value, rhs)
         last_value = rhs
-    for m in _ANSWER.finditer(text):
-        if last_value is not None:
+    for statement in answer_lines(text):
+        x = as_number(statement_answer(statement))
+        if last_value is not None and x is not None:
             total += 1
-            ok += _close(float(m.group("x").replace(",", "")), last_value)
+            ok += _close(x, last_value)
     return ok, total, last_value
 
 

@@ -62,7 +62,7 @@ from typing import Any
 
 from ..backends.http import HttpTransport, server_root
 from ..errors import BackendError, ConfigError
-from ..tasks.prompts import _question_text
+from ..tasks.prompts import question_text
 from ..types import Completion, Problem
 from .base import Scorer, prob_to_logscore
 
@@ -76,7 +76,7 @@ _PROB_SLACK = 1e-6  # float noise allowed outside [0, 1]
 
 def _question(problem: Problem) -> str:
     if problem.question is not None:
-        return _question_text(problem)
+        return question_text(problem)
     return (problem.messages or [{}])[-1].get("content", "")
 
 

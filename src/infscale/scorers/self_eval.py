@@ -23,7 +23,7 @@ import math
 
 from ..params import SamplingParams
 from ..types import GenRequest, Problem
-from ..tasks.prompts import _question_text
+from ..tasks.prompts import question_text
 from .base import Scorer, prob_to_logscore
 
 __all__ = ["SelfEvalScorer"]
@@ -47,7 +47,7 @@ class SelfEvalScorer(Scorer):
     @staticmethod
     def _question(problem: Problem) -> str:
         if problem.question is not None:
-            return _question_text(problem)
+            return question_text(problem)
         if problem.messages is None and problem.prompt is not None:
             return problem.prompt
         return (problem.messages or [{}])[-1].get("content", "")

@@ -27,7 +27,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..answers import get_task, group_answers
+from ..tasks import get_task, group_answers
 from ..backends.base import Generator, OnFinish
 from ..errors import ConfigError
 from ..params import Budget, SamplingParams

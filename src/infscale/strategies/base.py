@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..answers import AnswerTask
+from ..tasks import AnswerTask
 from ..backends.base import Generator
 from ..errors import ConfigError
 from ..params import Budget, SamplingParams

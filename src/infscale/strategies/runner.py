@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Any
 
-from ..answers import get_task
+from ..tasks import get_task
 from ..backends.base import Generator
 from ..errors import ConfigError
 from ..params import Budget, SamplingParams

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..answers import AnswerTask, group_answers
+from ..tasks import AnswerTask, group_answers
 from ..types import Candidate, Completion, Result, Usage
 from . import voting
 from .base import BudgetExhausted, Context, ParamSpec, Strategy

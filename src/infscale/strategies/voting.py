@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..answers import AnswerTask, group_answers
+from ..tasks import AnswerTask, group_answers
 from ..types import AnswerMass, Candidate
 
 __all__ = ["AnswerClass", "fold", "distribution", "choose", "RULES"]

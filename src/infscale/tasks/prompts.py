@@ -1,44 +1,26 @@
-"""Default prompts.
+"""Default prompts: how a problem becomes a generation request, through its task.
 
-Math: the model is asked for one short computation per line and a last line ``Answer: X``, so
-that a step (issue: step-level search) is a line and the answer is easy to extract. Chat models
-get a system instruction and two worked examples as earlier turns (small models need the
-examples to keep the format); base models without a chat template get the same examples as
-plain text ("Question: ... / Solution: ..."), with a stop at the next "Question:".
+Each task module holds its own instruction (:attr:`~.base.AnswerTask.system`), worked examples
+(:attr:`~.base.AnswerTask.shots`, the math task's two) and question rendering
+(:meth:`~.base.AnswerTask.question_text`). Chat models get the instruction as a system message
+and the examples as earlier turns (small models need the examples to keep the format); base
+models without a chat template get the same as plain text ("Question: ... / Solution: ..."),
+with a stop at the next "Question:".
 """
 
 from __future__ import annotations
 
 from ..params import SamplingParams
 from ..types import GenRequest, Problem
+from .registry import get_task
 
-__all__ = ["build_request", "default_stop", "problem_messages"]
-
-MATH_SYSTEM = (
-    "Solve the math problem. Write one short computation per line, like 3 * 4 = 12. "
-    "End with a last line of the form 'Answer: X' where X is the final number."
-)
-MATH_SHOTS = [
-    (
-        "Tom has 3 boxes with 4 apples each. He eats 2 apples. How many apples are left?",
-        "3 * 4 = 12\n12 - 2 = 10\nAnswer: 10",
-    ),
-    (
-        "A pen costs 5 dollars. Anna buys 6 pens and pays with 50 dollars. How much change does she get?",
-        "6 * 5 = 30\n50 - 30 = 20\nAnswer: 20",
-    ),
-]
-MCQ_SYSTEM = "Answer the multiple-choice question. Think briefly, then end with a last line 'Answer: X' where X is the letter of the choice."
-TEXT_SYSTEM = "Answer the question. End with a last line 'Answer: X' giving the short final answer."
-CODE_SYSTEM = "Write a Python solution. Put the complete code in one ```python fenced block."
+__all__ = ["build_request", "default_stop", "problem_messages", "question_text"]
 
 
-def _question_text(p: Problem) -> str:
-    q = p.question or ""
-    if p.task == "mcq" and p.choices:
-        letters = "ABCDEFGHIJ"
-        q += "\n" + "\n".join(f"{letters[i]}. {c}" for i, c in enumerate(p.choices))
-    return q
+def question_text(problem: Problem) -> str:
+    """The question as the model reads it in the default prompt (with lettered choices for
+    ``mcq``); scorers that show the model a question use this too."""
+    return get_task(problem.task).question_text(problem)
 
 
 def problem_messages(p: Problem) -> list[dict[str, str]]:
@@ -47,23 +29,19 @@ def problem_messages(p: Problem) -> list[dict[str, str]]:
         return [dict(m) for m in p.messages]
     if p.prompt is not None:
         return [{"role": "user", "content": p.prompt}]
-    if p.task == "math":
-        msgs = [{"role": "system", "content": MATH_SYSTEM}]
-        for q, a in MATH_SHOTS:
-            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        return msgs + [{"role": "user", "content": _question_text(p)}]
-    system = {"mcq": MCQ_SYSTEM, "code": CODE_SYSTEM}.get(p.task, TEXT_SYSTEM)
-    return [{"role": "system", "content": system}, {"role": "user", "content": _question_text(p)}]
+    task = get_task(p.task)
+    msgs = [{"role": "system", "content": task.system}]
+    for q, a in task.shots:
+        msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return msgs + [{"role": "user", "content": task.question_text(p)}]
 
 
 def _plain_prompt(p: Problem) -> str:
     if p.messages is not None:
         return "\n\n".join(m["content"] for m in p.messages) + "\n"
-    if p.task == "math":
-        shots = "".join(f"Question: {q}\nSolution:\n{a}\n\n" for q, a in MATH_SHOTS)
-        return f"{MATH_SYSTEM}\n\n{shots}Question: {_question_text(p)}\nSolution:\n"
-    system = {"mcq": MCQ_SYSTEM, "code": CODE_SYSTEM}.get(p.task, TEXT_SYSTEM)
-    return f"{system}\n\nQuestion: {_question_text(p)}\nSolution:\n"
+    task = get_task(p.task)
+    shots = "".join(f"Question: {q}\nSolution:\n{a}\n\n" for q, a in task.shots)
+    return f"{task.system}\n\n{shots}Question: {task.question_text(p)}\nSolution:\n"
 
 
 def default_stop(chat: bool) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ...answers import AnswerTask
+from ...tasks import AnswerTask
 from ...types import AnswerMass, Candidate
 from .. import resampling as rs
 from .. import voting
