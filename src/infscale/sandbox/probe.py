@@ -151,26 +151,32 @@ def _probe(mode: str, cgroup_ok: bool) -> ModeProbe | None:
         interps = tuple(i for i in interpreters() if reachable_by_anyone(i))
     else:
         interps = interpreters()[:1]
-    seccomp = libseccomp_available()
-    for interp in interps:
-        for cgroup in ((True, False) if cgroup_ok else (False,)):
-            probe = ModeProbe(mode, interp, cgroup, seccomp, {})
-            try:
-                res = execute(
-                    probe, _PROBE_PROGRAM, stdin="", timeout=20.0, memory_mb=512, cpu_seconds=10,
-                    max_processes=16, max_file_mb=1, max_output_bytes=10_000, disk_mb=4, env=None,
-                    ro_paths=(),
-                )
-            except (SandboxError, OSError) as exc:
-                log.debug("sandbox mode %s with %s (cgroup=%s) fails: %s", mode, interp.path, cgroup, exc)
-                continue
-            if not res.passed:
-                log.debug("sandbox probe in mode %s with %s: %s %s", mode, interp.path, res.status, res.stderr[-500:])
-                continue
-            facts = json.loads(res.stdout)
-            if _facts_ok(mode, facts, cgroup, seccomp):
-                return ModeProbe(mode, interp, cgroup, seccomp, facts)
-            log.warning("sandbox mode %s ran but its guarantees were not observed: %s", mode, facts)
+    options = [
+        (interp, cgroup, seccomp)
+        for interp in interps
+        for seccomp in ((True, False) if libseccomp_available() else (False,))
+        for cgroup in ((True, False) if cgroup_ok else (False,))
+    ]
+    for interp, cgroup, seccomp in options:
+        probe = ModeProbe(mode, interp, cgroup, seccomp, {})
+        try:
+            res = execute(
+                probe, _PROBE_PROGRAM, stdin="", timeout=20.0, memory_mb=512, cpu_seconds=10,
+                max_processes=16, max_file_mb=1, max_output_bytes=10_000, disk_mb=4, env=None,
+                ro_paths=(),
+            )
+        except (SandboxError, OSError) as exc:
+            log.debug(
+                "sandbox mode %s with %s (cgroup=%s, seccomp=%s) fails: %s", mode, interp.path, cgroup, seccomp, exc
+            )
+            continue
+        if not res.passed:
+            log.debug("sandbox probe in mode %s with %s: %s %s", mode, interp.path, res.status, res.stderr[-500:])
+            continue
+        facts = json.loads(res.stdout)
+        if _facts_ok(mode, facts, cgroup, seccomp):
+            return ModeProbe(mode, interp, cgroup, seccomp, facts)
+        log.warning("sandbox mode %s ran but its guarantees were not observed: %s", mode, facts)
     return None
 
 
@@ -225,8 +231,8 @@ def sandbox_capabilities(refresh: bool = False) -> SandboxCapabilities:
         if not best.cgroup:
             notes.append("no cgroup: memory is limited per process (RLIMIT_AS), not per run")
         if not best.seccomp:
-            notes.append("no seccomp filter (libseccomp is not installed): the keyring and new user "
-                         "namespaces are not denied")
+            notes.append("no seccomp filter (libseccomp is missing or the kernel refused the filter): "
+                         "the system calls it denies, new user namespaces among them, are open")
         _caps = SandboxCapabilities(
             mode=best.mode, available=available, root=root, bwrap=bwrap_path(),
             python=best.interpreter.path, pid_isolated=ns, network_isolated=ns, private_root=ns,
