@@ -18,6 +18,7 @@ import infscale
 from infscale import Budget, Problem, SamplingParams
 from infscale.errors import BackendError, ConfigError
 from infscale.strategies import resampling as rs
+from infscale.strategies.search import SEARCH_STRATEGIES
 from infscale.testing import FakeGenerator, FakePotential, FakeStepModel
 
 FIRST = {"a": 0.5, "b": 0.3, "c": 0.2}
@@ -358,11 +359,21 @@ def _empty_first(req, rng):
     return "\n"
 
 
-@pytest.mark.parametrize("strategy", ["particle-filter", "smc", "importance-sampling", "particle-gibbs", "beam-search",
-                                      "dvts", "rebase", "best-first"])
+@pytest.mark.parametrize("strategy", sorted(SEARCH_STRATEGIES))
 @pytest.mark.parametrize("reply", ["plain", "empty-steps"])
 def test_every_kept_sequence_is_freed(strategy, reply):
     gen = ForkingFake(_empty_first if reply == "empty-steps" else FakeStepModel(next_steps).reply)
     r = run(strategy, 4, model=gen, max_steps=4)
     assert r.candidates
+    assert gen.held == set()
+
+
+@pytest.mark.parametrize("strategy", sorted(SEARCH_STRATEGIES))
+@pytest.mark.parametrize("calls", [3, 6, 9])
+def test_sequences_are_freed_when_the_budget_stops_a_round_midway(strategy, calls):
+    # the budget runs out in the middle of a round (between a step and its merged empty steps,
+    # or before the scorer): the children already holding sequences are freed too
+    gen = ForkingFake(_empty_first)
+    asyncio.run(infscale.run(Problem(question="q", task="text", id="p"), gen, strategy, n=4,
+                             scorer=FakePotential(potential), budget=Budget(calls=calls), options={"max_steps": 4}))
     assert gen.held == set()

@@ -18,7 +18,7 @@ from infscale.errors import ConfigError
 from infscale.strategies import STRATEGIES
 from infscale.strategies import resampling as rs
 from infscale.strategies.search import SEARCH_STRATEGIES
-from infscale.testing import FakeGenerator, FakePotential, FakeStepModel
+from infscale.testing import FakePotential, FakeStepModel
 from infscale.types import Completion
 
 FIRST = {"a": 0.5, "b": 0.3, "c": 0.2}
@@ -111,7 +111,7 @@ def step_score(before, step):
     return STEP_SCORE[step[0]]
 
 
-def _replay_best_first(trace, priority):
+def _replay_best_first(trace):
     """The frontier rebuilt from the trace; for each expansion, the expanded node and the frontier."""
     frontier: dict[int, dict] = {}
     seen_text: set = set()
@@ -135,7 +135,7 @@ def _replay_best_first(trace, priority):
 def test_best_first_expands_the_highest_priority_node_each_time(priority):
     r = run("best-first", 20, model=FakeStepModel(deep(4)), g=step_score, width=6, priority=priority,
             max_frontier=1000)
-    steps = _replay_best_first(r.trace, priority)
+    steps = _replay_best_first(r.trace)
     assert len(steps) >= 3
     for expanded, frontier in steps[1:]:  # the first expansion is the root's
         best = max((v["priority"], v["depth"]) for v in frontier.values())
