@@ -49,6 +49,18 @@ def test_four_batched_samples_are_distinct_and_share_one_prefill(engine):
     assert engine.evaluated_tokens - before == prompt + sum(o.generated_tokens - 1 for o in outs)
 
 
+def test_more_samples_than_the_live_cap_read_each_prompt_once(engine):
+    """32 samples of 4 prompts through a cap of 16 live samples: whole request groups wait in
+    the queue, so each prompt is still read once (exact token accounting), and all finish."""
+    p = SamplingParams(temperature=1.0, max_tokens=6)
+    prompts = [[{"role": "user", "content": f"Say a word about the number {k}."}] for k in range(4)]
+    before = engine.evaluated_tokens
+    outs = gen(engine, [GenRequest(params=p, messages=m, seed=i) for m in prompts for i in range(8)])
+    assert engine.max_live == 16 and len(outs) == 32
+    prompt_total = sum(outs[8 * k].prompt_tokens for k in range(4))
+    assert engine.evaluated_tokens - before == prompt_total + sum(o.generated_tokens - 1 for o in outs)
+
+
 def test_same_seed_reproduces_whatever_shares_the_batch(engine):
     p = SamplingParams(temperature=0.9, max_tokens=20, seed=0)
     alone = gen(engine, [GenRequest(params=p, messages=MSGS, seed=123)])[0]

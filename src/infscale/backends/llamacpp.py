@@ -41,7 +41,7 @@ from ..errors import BackendError, ConfigError, MissingExtraError
 from ..params import SamplingParams
 from ..types import Completion, GenRequest
 from .base import Capabilities, Generator, OnFinish, _settle, as_finished
-from .sampling import log_softmax, sample_token
+from .sampling import log_softmax, sample_rows, sample_token
 
 __all__ = ["LlamaEngine", "SeqHandle"]
 
@@ -91,6 +91,82 @@ def extra_buffer_types_safe() -> bool:
     except OSError:
         pass
     return True
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_setting(n_threads: int | str | None) -> int | str:
+    """The llama.cpp thread count asked for: an integer >= 1, or ``"auto"``.
+
+    ``None`` reads ``INFSCALE_THREADS`` (unset means ``"auto"``). ``"auto"`` lets the engine
+    choose between all usable cores and one thread by measuring its own decode steps (see
+    :class:`_ThreadTuner`).
+    """
+    source = "n_threads"
+    if n_threads is None:
+        n_threads = os.environ.get("INFSCALE_THREADS", "auto").strip() or "auto"
+        source = "INFSCALE_THREADS"
+    value: object = n_threads
+    if isinstance(n_threads, str):
+        if n_threads.lower() == "auto":
+            return "auto"
+        value = int(n_threads) if n_threads.isdigit() else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(source, f"got {n_threads!r}", "an integer >= 1 or 'auto'")
+    return value
+
+
+class _ThreadTuner:
+    """Choose llama.cpp's thread count by measuring decode steps, and keep re-checking.
+
+    ggml's threads meet at a barrier after every graph node (hundreds per decode). When another
+    process takes one of this machine's cores, a thread waiting there spins while its partner
+    is descheduled, and decoding with as many threads as cores collapses (measured on a 2-core
+    machine beside one CPU-bound process: 66x slower); one thread never waits. The tuner runs
+    the current count, and every ``interval`` decode-only steps runs one step with another
+    candidate; it switches when that step's seconds per token are below 0.85 of the recent
+    average of the current count (steps next to each other have nearly the same batch). A
+    losing probe doubles the interval (up to 256 steps), so a bad candidate costs little.
+    """
+
+    def __init__(self, candidates: list[int]):
+        self.candidates = candidates
+        self.current = candidates[0]
+        self.cost: float | None = None  # recent seconds per token with the current count
+        self.interval = 8
+        self.countdown = 8
+        self.turn = 0
+        self.switches = 0
+
+    def threads_for_step(self, decode_only: bool) -> int:
+        """The count to use for the next step (a probe when it is time and the step is comparable)."""
+        if len(self.candidates) < 2 or not decode_only or self.cost is None or self.countdown > 0:
+            return self.current
+        others = [c for c in self.candidates if c != self.current]
+        self.turn += 1
+        return others[self.turn % len(others)]
+
+    def observe(self, threads: int, n_tokens: int, seconds: float, decode_only: bool) -> None:
+        if not decode_only or n_tokens <= 0:
+            return
+        per = seconds / n_tokens
+        if threads == self.current:
+            self.cost = per if self.cost is None else 0.7 * self.cost + 0.3 * per
+            self.countdown -= 1
+            return
+        # a probe
+        if self.cost is not None and per < 0.85 * self.cost:
+            self.current, self.cost, self.interval = threads, per, 8
+            self.switches += 1
+        else:
+            self.interval = min(2 * self.interval, 256)
+        self.countdown = self.interval
 
 
 class SeqHandle:
@@ -153,8 +229,12 @@ class LlamaEngine(Generator):
     """Embedded llama.cpp generator with a persistent multi-sequence scheduler.
 
     model_path: a GGUF file. n_ctx: KV-cache cells shared by all sequences (unified cache).
-    n_seq_max: sequences alive at once (samples beyond it wait their turn). n_batch: tokens per
-    decode call. chat_template: ``"auto"`` (from the GGUF metadata; none means a base model
+    n_seq_max: sequences that may exist at once (running samples and kept handles). max_live:
+    samples decoded at once; more wait in a first-come-first-served queue, a whole request
+    group at a time, so a prompt is read once for all its samples. n_batch: tokens per decode
+    call. n_threads: llama.cpp threads, an integer or ``"auto"`` (default: ``INFSCALE_THREADS``,
+    else ``"auto"``: chosen by measuring decode steps, between all usable cores and one, and
+    re-checked while running; see :class:`_ThreadTuner`). chat_template: ``"auto"`` (from the GGUF metadata; none means a base model
     prompted with plain text) or a Jinja template string.
 
     reproducible: decode one sample at a time from an empty cache, so that a sample depends only
@@ -177,11 +257,15 @@ class LlamaEngine(Generator):
         n_ctx: int = 16384,
         n_seq_max: int = 128,
         n_batch: int = 1024,
-        n_threads: int | None = None,
+        n_threads: int | str | None = None,
+        max_live: int = 64,
         chat_template: str | None = "auto",
         model_name: str | None = None,
         reproducible: bool = False,
     ):
+        setting = threads_setting(n_threads)
+        if isinstance(max_live, bool) or not isinstance(max_live, int) or max_live < 1:
+            raise ConfigError("max_live", f"got {max_live!r}", "an integer >= 1")
         path = Path(model_path)
         if not path.is_file():
             raise ConfigError("model", f"model file not found: {path}", "an existing .gguf file or a registered model name")
@@ -203,7 +287,8 @@ class LlamaEngine(Generator):
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
 
-        threads = n_threads or max(1, os.cpu_count() or 1)
+        cores = usable_cores()
+        threads = cores if setting == "auto" else setting
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = n_batch
@@ -220,6 +305,13 @@ class LlamaEngine(Generator):
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
         self.n_seq_max = llama_cpp.llama_n_seq_max(self._ctx)
         self.n_batch = llama_cpp.llama_n_batch(self._ctx)
+        self.n_ubatch = cparams.n_ubatch
+        self.kv_unified = bool(cparams.kv_unified)
+        self.threads_setting = setting
+        # reproducible mode keeps one thread count: its samples must not depend on the load
+        tune = setting == "auto" and not self.reproducible and cores > 1
+        self._tuner = _ThreadTuner([cores, 1] if tune else [threads])
+        self.max_live = min(max_live, self.n_seq_max)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self._bos = llama_cpp.llama_vocab_bos(self._vocab)
@@ -237,6 +329,8 @@ class LlamaEngine(Generator):
         # except _inbox/_frees (under _cv)
         self.evaluated_tokens = 0
         self.decode_calls = 0
+        self.profile = _Profile()
+        self._threads_set = threads
         self._free_ids = deque(range(self.n_seq_max))
         self._queue: deque[_Job] = deque()
         self._live: list[_Sample] = []  # samples with a sequence, not finished
@@ -383,6 +477,11 @@ class LlamaEngine(Generator):
             self._frees.append(handle)
             self._cv.notify()
 
+    @property
+    def n_threads(self) -> int:
+        """llama.cpp threads in use now (the tuner may change it between steps)."""
+        return self._tuner.current
+
     def stats(self) -> dict[str, int]:
         return {
             "evaluated_tokens": self.evaluated_tokens,
@@ -473,9 +572,16 @@ class LlamaEngine(Generator):
                 self._jobs_reading.remove(job)
 
     def _admit(self) -> None:
-        """Give waiting jobs sequences, as many samples as there are free sequence ids."""
+        """Give waiting jobs sequences, first come first served, a whole job at a time.
+
+        At most ``max_live`` samples run at once (live plus reading a prompt); the job at the
+        head of the queue waits until all its samples fit, and nothing overtakes it, so no
+        request starves. A job is split only when it is larger than what can ever be free at
+        once (then the rest reads the prefix again later).
+        """
         while self._queue and self._free_ids:
-            if self.reproducible and (self._live or self._jobs_reading):
+            running = len(self._live) + sum(len(j.samples) for j in self._jobs_reading)
+            if self.reproducible and running:
                 return  # one sample at a time
             job = self._queue[0]
             if job.parent is not None and job.parent.freed:
@@ -489,7 +595,10 @@ class LlamaEngine(Generator):
                     _set(s.future, exc=BackendError("nothing to continue from: the parent has no pending token "
                                                     "and no prefix was given"))
                 continue
-            take = 1 if self.reproducible else min(len(job.samples), len(self._free_ids))
+            room = min(len(self._free_ids), self.max_live - running)
+            if len(job.samples) > room and running:
+                return  # wait for running samples to finish
+            take = 1 if self.reproducible else min(len(job.samples), max(room, 1), len(self._free_ids))
             if take < len(job.samples):
                 # split: the rest waits (and reads the prefix again later)
                 rest = _Job(prompt=job.prompt, samples=job.samples[take:], parent=job.parent)
@@ -512,6 +621,8 @@ class LlamaEngine(Generator):
     def _step(self) -> None:
         """One decode call: the next token of every live sample, then prompt chunks."""
         ll, b = self._ll, self._batch
+        prof = self.profile
+        t0 = time.perf_counter()
         n = 0
         outs: list[Any] = []  # per output row: a _Sample (decode) or a _Job (prompt read)
         for s in self._live:
@@ -544,7 +655,19 @@ class LlamaEngine(Generator):
         if n == 0:
             return
         b.n_tokens = n
+        decode_only = n == len(self._live)
+        threads = self._tuner.threads_for_step(decode_only)
+        if threads != self._threads_set:
+            ll.llama_set_n_threads(self._ctx, threads, threads)
+            self._threads_set = threads
+        t1 = time.perf_counter()
         rc = ll.llama_decode(self._ctx, b)
+        t2 = time.perf_counter()
+        self._tuner.observe(threads, n, t2 - t1, decode_only)
+        prof.bookkeeping += t1 - t0
+        prof.decode += t2 - t1
+        prof.steps += 1
+        prof.rows += len(outs)
         self.decode_calls += 1
         if rc != 0:
             self._decode_failed(rc)
@@ -554,7 +677,11 @@ class LlamaEngine(Generator):
             s.n_past += 1
         ptr = ll.llama_get_logits(self._ctx)
         logits = np.ctypeslib.as_array(ptr, shape=(len(outs), self.n_vocab))
-        still: list[_Sample] = []
+        t3 = time.perf_counter()
+        prof.logits += t3 - t2
+        # every sample that draws now, with its logits row (a job's samples share the row of
+        # its prompt's last token)
+        draw: list[tuple[_Sample, int]] = []
         finished_jobs = []
         for row, who in enumerate(outs):
             if isinstance(who, _Job):
@@ -566,26 +693,40 @@ class LlamaEngine(Generator):
                         ll.llama_memory_seq_cp(self._mem, lead.seq_id, s.seq_id, -1, -1)
                         s.n_past = lead.n_past
                     s.prompt_tokens = len(job.prompt)
-                for s in job.samples:
-                    if self._sample(s, logits[row]):
-                        still.append(s)
+                draw.extend((s, row) for s in job.samples)
             else:
-                if self._sample(who, logits[row]):
-                    still.append(who)
+                draw.append((who, row))
         for job in finished_jobs:
             self._jobs_reading.remove(job)
+        kept = []
+        for s, row in draw:
+            if s.future.cancelled():
+                self._release(s.seq_id)
+                s.seq_id = -1
+            else:
+                kept.append((s, row))
+        t4 = time.perf_counter()
+        if self.reproducible:  # the float64 per-row sampler, exactly as samples were stored
+            tokens = [sample_token(logits[row], s.params, s.rng) for s, row in kept]
+        else:  # one array operation over all rows (logits are a view: nothing is copied)
+            rows = [row for _, row in kept]
+            z = logits if rows == list(range(len(outs))) else logits[rows]
+            tokens = sample_rows(z, [s.params for s, _ in kept], [s.rng for s, _ in kept])
+        t5 = time.perf_counter()
+        still: list[_Sample] = []
+        for (s, row), (tok, lp, slp) in zip(kept, tokens):
+            if self._accept(s, tok, lp, slp, logits[row]):
+                still.append(s)
         self._live = still
+        prof.sampling += t5 - t4
+        prof.bookkeeping += time.perf_counter() - t3 - (t5 - t4)
 
-    def _sample(self, s: _Sample, row: np.ndarray) -> bool:
-        """Draw the next token of ``s``; finish it if a stop condition holds. True if it goes on."""
-        if s.future.cancelled():
-            self._release(s.seq_id)
-            s.seq_id = -1
-            return False
+    def _accept(self, s: _Sample, tok: int, lp: float | None, slp: float, row: np.ndarray) -> bool:
+        """Append the drawn token to ``s``; finish it if a stop condition holds. True if it goes on."""
         p = s.params
-        tok, lp, slp = sample_token(row, p, s.rng)
         s.tokens.append(tok)
-        s.logprobs.append(lp)
+        if lp is not None:
+            s.logprobs.append(lp)
         s.sampled_logprobs.append(slp)
         if s.top is not None:
             ls = log_softmax(row)
@@ -677,6 +818,21 @@ class LlamaEngine(Generator):
                     self._release(s.seq_id)
         self._live = []
         self._jobs_reading = []
+
+
+@dataclass
+class _Profile:
+    """Seconds the scheduler spent in each part of its steps (read by bench/concurrency.py)."""
+
+    decode: float = 0.0  # inside llama_decode
+    logits: float = 0.0  # reading the logits out of llama.cpp
+    sampling: float = 0.0  # drawing tokens
+    bookkeeping: float = 0.0  # filling the batch, stop strings, finishing, forks
+    steps: int = 0
+    rows: int = 0  # logit rows sampled from
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in ("decode", "logits", "sampling", "bookkeeping", "steps", "rows")}
 
 
 def _set(fut: cf.Future, result: Any = None, exc: BaseException | None = None) -> bool:

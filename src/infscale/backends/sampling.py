@@ -12,13 +12,16 @@ For the drawn token we report
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..params import SamplingParams
 
-__all__ = ["sample_token", "log_softmax"]
+__all__ = ["sample_token", "sample_rows", "log_softmax"]
 
 _PREFILTER = 512  # tokens looked at first when only top-p truncation applies
+_BLOCK = 1024  # vocabulary block of the batched draw (a two-level inverse CDF)
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -89,3 +92,103 @@ def _top_p(z: np.ndarray, zmax: float, temp: float, ids: np.ndarray | None, top_
         if cut < len(order) or ids is not None or len(cand) == n:
             return order[: cut + 1]
         cand = np.arange(n)  # the best few hundred did not reach top_p: look at all
+
+
+def _plain(params: SamplingParams, n_vocab: int) -> bool:
+    """Tempered sampling over the whole vocabulary (no truncation, not greedy)."""
+    return (not params.greedy and params.top_p >= 1.0 and params.min_p == 0.0
+            and not 0 < params.top_k < n_vocab)
+
+
+def sample_rows(
+    logits: np.ndarray, params: list[SamplingParams], rngs: list[np.random.Generator]
+) -> list[tuple[int, float | None, float]]:
+    """Draw one token from each row of ``logits`` (shape ``(m, V)``) with its own params and rng.
+
+    Returns ``(token, model_logprob, sampled_logprob)`` per row, like :func:`sample_token`;
+    ``model_logprob`` is ``None`` for rows whose params ask for no log-probabilities
+    (``logprobs=False`` and no ``top_logprobs``): the full-vocabulary normaliser of the
+    untempered distribution is computed only for rows that need it.
+
+    Rows with plain tempered sampling (no truncation, not greedy) are drawn together in float32
+    array operations across all rows: tempered weights ``exp((z - max z) / T)``, their sums per
+    vocabulary block of 1024, then one uniform draw per row from its rng, located first among
+    the block sums and then inside one block (an exact inverse CDF in two levels, accumulated in
+    float64). Each row uses one ``rng.random()`` as :func:`sample_token` does; a row's result
+    does not depend on the other rows. Other rows go through :func:`sample_token` one by one.
+    """
+    m, V = logits.shape
+    out: list[tuple[int, float | None, float] | None] = [None] * m
+    plain = []
+    for i in range(m):
+        if _plain(params[i], V):
+            plain.append(i)
+        else:
+            tok, lp, slp = sample_token(logits[i], params[i], rngs[i])
+            out[i] = (tok, lp if _wants_logprob(params[i]) else None, slp)
+    if not plain:
+        return out  # type: ignore[return-value]
+    z = logits if len(plain) == m else logits[plain]
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    k = len(plain)
+    nb = -(-V // _BLOCK)
+    buf = _workspace(k, nb * _BLOCK)
+    w = buf[:, :V]
+    if V < nb * _BLOCK:
+        buf[:, V:] = 0.0
+    zmax = z.max(axis=1, keepdims=True)
+    inv_t = np.array([[1.0 / params[i].temperature] for i in plain], dtype=np.float32)
+    np.subtract(z, zmax, out=w)
+    w *= inv_t
+    np.exp(w, out=w)
+    blocks = np.cumsum(buf.reshape(k, nb, _BLOCK).sum(axis=2), axis=1, dtype=np.float64)
+    total = blocks[:, -1]
+    toks = np.empty(k, dtype=np.int64)
+    for r, i in enumerate(plain):
+        u = rngs[i].random() * total[r]
+        b = min(int(np.searchsorted(blocks[r], u, side="right")), nb - 1)
+        lo = b * _BLOCK
+        inner = np.cumsum(buf[r, lo : lo + _BLOCK], dtype=np.float64)
+        j = min(int(np.searchsorted(inner, u - (blocks[r, b - 1] if b else 0.0), side="right")), _BLOCK - 1)
+        tok = lo + j
+        if tok >= V or buf[r, tok] == 0.0:  # rounding at a block's end: the last positive weight
+            tok = int(np.flatnonzero(buf[r, : min(tok + 1, V)] > 0.0)[-1])
+        toks[r] = tok
+    chosen = w[np.arange(k), toks].astype(np.float64)  # read before w is reused below
+    slp = np.log(chosen) - np.log(total)
+    # the model's own log-probability needs the untempered normaliser, for the rows that ask
+    need = [r for r, i in enumerate(plain) if _wants_logprob(params[i]) and params[i].temperature != 1.0]
+    lse = {}
+    if need:
+        zn = z if len(need) == k else z[need]
+        e = w[: len(need)]  # the tempered weights are no longer needed: reuse their memory
+        np.subtract(zn, zmax if len(need) == k else zmax[need], out=e)
+        np.exp(e, out=e)
+        sums = e.sum(axis=1)
+        lse = {r: float(np.log(sums[q])) for q, r in enumerate(need)}
+    for r, i in enumerate(plain):
+        tok = int(toks[r])
+        if not _wants_logprob(params[i]):
+            lp = None
+        elif params[i].temperature == 1.0:
+            lp = float(slp[r])
+        else:
+            lp = float(z[r, tok] - zmax[r, 0]) - lse[r]
+        out[i] = (tok, lp, float(slp[r]))
+    return out  # type: ignore[return-value]
+
+
+_local = threading.local()
+
+
+def _workspace(rows: int, cols: int) -> np.ndarray:
+    """A reused float32 scratch array (per thread), so that no step pays fresh page faults."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.shape[1] != cols or buf.shape[0] < rows:
+        buf = np.empty((max(rows, 8), cols), dtype=np.float32)
+        _local.buf = buf
+    return buf[:rows]
+
+
+def _wants_logprob(params: SamplingParams) -> bool:
+    return params.logprobs or params.top_logprobs > 0
