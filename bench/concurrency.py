@@ -7,7 +7,8 @@ For P = 1, 4, 20 seeded arithmetic problems (majority vote, 8 samples each, 96 m
 * (c) raw — a bare llama-cpp-python loop over the same prompts at the same total batch: each
   prompt read once and its KV copied to 8 sequences, one ``llama_decode`` per step across all
   live sequences, tokens drawn by llama.cpp's own C sampler chain (temperature + dist), the
-  same model file, context settings, thread count and max tokens (the limit here).
+  same model file, context settings (n_ctx raised where all P x 8 sequences need more cells),
+  the thread count the engine uses at that point, and max tokens (the limit here).
 
 Throughput is generated tokens per second. Then the scheduler's profile at the largest P (share
 of wall time in decode, logits read, sampling, bookkeeping; the rest is outside the scheduler:
@@ -63,7 +64,7 @@ def solve(engine, problems, strategy, n, params, options, concurrent) -> dict:
 class RawLoop:
     """The bare multi-sequence loop with llama.cpp's C sampler, on its own context."""
 
-    def __init__(self, engine: LlamaEngine, n_seq: int):
+    def __init__(self, engine: LlamaEngine, n_seq: int, n_ctx: int):
         import llama_cpp as ll
 
         self.ll = ll
@@ -73,7 +74,7 @@ class RawLoop:
         self.model = ll.llama_model_load_from_file(str(engine.model_path).encode(), mp_)
         self.vocab = ll.llama_model_get_vocab(self.model)
         cp = ll.llama_context_default_params()
-        cp.n_ctx, cp.n_batch, cp.n_ubatch = engine.n_ctx, engine.n_batch, engine.n_ubatch
+        cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, engine.n_batch, engine.n_ubatch
         cp.n_seq_max = max(n_seq, 1)
         cp.n_threads = cp.n_threads_batch = engine.n_threads
         cp.kv_unified = engine.kv_unified
@@ -205,7 +206,9 @@ def main() -> None:
         if "raw" not in skip:
             prompts = [engine._prompt_tokens(build_request(p, params, chat=engine.chat_template is not None, seed=0))
                        for p in problems]
-            raw = RawLoop(engine, P * args.n)
+            # all P x n sequences at once need more KV cells than the engine's context may have
+            need = sum(len(x) for x in prompts) + P * args.n * args.max_tokens + 256
+            raw = RawLoop(engine, P * args.n, max(engine.n_ctx, need))
             c = raw.run(prompts, args.n, args.max_tokens, params.temperature, seed=0)
             raw.close()
         # prompt tokens the model read = evaluated - (generated - one per sample's last token)

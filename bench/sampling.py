@@ -5,7 +5,8 @@ For N = 1, 4, 8, 16 on the embedded model:
 * infscale   — one ``generate`` call with N requests (one prefill, one batch per step);
 * sequential — N single-sample ``generate`` calls one after another through infscale;
 * raw        — a bare llama-cpp-python loop: one prefill, KV copied to N sequences, then one
-  ``llama_decode`` per step with N tokens, sampling in numpy (the physical limit here).
+  ``llama_decode`` per step with N tokens, sampling in numpy (the physical limit here), with
+  the thread count the engine starts with.
 
 Every sample generates exactly ``--tokens`` tokens (end-of-text ignored) so the three do equal
 work. Last line: ``sampling N=8: batched/sequential=X.XX infscale/raw-batched=Y.YY``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import os
 import time
 
 import numpy as np
@@ -51,7 +53,7 @@ def sequential_tps(engine: LlamaEngine, n: int, tokens: int, seed: int) -> float
 class RawLoop:
     """The bare multi-sequence decode loop, on its own context (same settings as the engine)."""
 
-    def __init__(self, path: str, n_ctx: int, n_seq_max: int, n_batch: int):
+    def __init__(self, path: str, n_ctx: int, n_seq_max: int, n_batch: int, threads: int):
         import llama_cpp as ll
 
         self.ll = ll
@@ -63,9 +65,7 @@ class RawLoop:
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         cp = ll.llama_context_default_params()
         cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = n_ctx, n_batch, min(n_batch, 512), n_seq_max
-        import os
-
-        cp.n_threads = cp.n_threads_batch = os.cpu_count() or 1
+        cp.n_threads = cp.n_threads_batch = threads
         cp.kv_unified = True
         cp.no_perf = True
         self.ctx = ll.llama_init_from_model(self.model, cp)
@@ -116,8 +116,9 @@ def main() -> None:
     ap.add_argument("--ns", default="1,4,8,16")
     args = ap.parse_args()
     _, path, _ = resolve_model(args.model)
+    print(f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     engine = LlamaEngine(path, n_ctx=8192, n_seq_max=32, n_batch=1024)
-    raw = RawLoop(path, n_ctx=8192, n_seq_max=32, n_batch=1024)
+    raw = RawLoop(path, n_ctx=8192, n_seq_max=32, n_batch=1024, threads=engine.n_threads)
     infscale_tps(engine, 2, 8, 0)  # warm up both
     raw.tps(2, 8, 0)
     print(f"{'N':>3} {'infscale tok/s':>15} {'sequential':>11} {'raw batched':>12} {'batched/seq':>12} {'infscale/raw':>13}")

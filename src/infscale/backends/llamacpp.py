@@ -101,14 +101,24 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def threads_setting(n_threads: int | str | None) -> int | str:
+DEFAULT_MAX_LIVE = 64
+
+
+def best_concurrency(n: int, max_live: int = DEFAULT_MAX_LIVE) -> int:
+    """Problems in flight that keep the engine full: enough for ``max_live`` samples when each
+    problem runs ``n`` at once, plus one waiting in the queue so the engine never idles while a
+    finished problem's Python code runs."""
+    return -(-max_live // max(1, n)) + 1
+
+
+def threads_setting(n_threads: int | str | None, name: str = "n_threads") -> int | str:
     """The llama.cpp thread count asked for: an integer >= 1, or ``"auto"``.
 
     ``None`` reads ``INFSCALE_THREADS`` (unset means ``"auto"``). ``"auto"`` lets the engine
     choose between all usable cores and one thread by measuring its own decode steps (see
     :class:`_ThreadTuner`).
     """
-    source = "n_threads"
+    source = name
     if n_threads is None:
         n_threads = os.environ.get("INFSCALE_THREADS", "auto").strip() or "auto"
         source = "INFSCALE_THREADS"
@@ -258,7 +268,7 @@ class LlamaEngine(Generator):
         n_seq_max: int = 128,
         n_batch: int = 1024,
         n_threads: int | str | None = None,
-        max_live: int = 64,
+        max_live: int = DEFAULT_MAX_LIVE,
         chat_template: str | None = "auto",
         model_name: str | None = None,
         reproducible: bool = False,
@@ -476,6 +486,10 @@ class LlamaEngine(Generator):
         with self._cv:
             self._frees.append(handle)
             self._cv.notify()
+
+    def best_concurrency(self, n: int) -> int:
+        """Problems of width ``n`` to keep in flight (see :func:`best_concurrency`)."""
+        return best_concurrency(n, self.max_live)
 
     @property
     def n_threads(self) -> int:

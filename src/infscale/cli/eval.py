@@ -40,7 +40,10 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, default=1, help="run seeds 0..S-1 (default 1)")
     p.add_argument("--model", "-m", default=None, help="registered model name or .gguf path (default smollm2-135m)")
     p.add_argument("--backend-url", default=None, help="an OpenAI-compatible server instead of the embedded engine")
-    p.add_argument("--concurrency", type=int, default=None, help="problems in flight at once (default 8)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="problems in flight at once (default: what keeps the embedded engine full; 8 with --backend-url)")
+    p.add_argument("--threads", default=None, help="llama.cpp threads of the embedded engine: N or auto "
+                   "(default INFSCALE_THREADS, else auto: chosen by measurement)")
     p.add_argument("--subsamples", type=int, default=20,
                    help="subsamples per budget for strategies that reuse one sample pool (default 20)")
     p.add_argument("--temperature", type=float, default=0.7)
@@ -77,10 +80,12 @@ def _config(args):
     return cfg
 
 
-def _generator(config):
+def _generator(config, threads=None):
     from ..api import load_generator  # noqa: PLC0415
 
     options = {"reproducible": True} if config.reproducible else {}
+    if threads is not None and config.backend_url is None:
+        options["n_threads"] = threads
     return load_generator(config.model, backend_url=config.backend_url, **options)
 
 
@@ -90,6 +95,10 @@ def run(args) -> int:
 
     if args.concurrency is not None and args.concurrency < 1:
         raise ConfigError("concurrency", f"got {args.concurrency}", "an integer >= 1")
+    if args.threads is not None:
+        from ..backends.llamacpp import threads_setting  # noqa: PLC0415
+
+        args.threads = threads_setting(args.threads, "--threads")
     store = open_store(args)
     try:
         if args.resume:
@@ -97,7 +106,7 @@ def run(args) -> int:
             config = EvalConfig.from_dict(stored["config"])
             config.validate()
             run_id = args.resume
-            generator = _generator(config)
+            generator = _generator(config, args.threads)
         else:
             if not args.dataset:
                 raise ConfigError("dataset", "missing", "--dataset NAME|FILE.jsonl, or --resume RUN_ID")
@@ -107,12 +116,21 @@ def run(args) -> int:
             problems = load_dataset(config.dataset, limit=config.limit, task=config.task,
                                     question_field=config.question_field, answer_field=config.answer_field,
                                     choices_field=config.choices_field)
-            generator = _generator(config)
+            generator = _generator(config, args.threads)
             run_id = start_run(store, config, problems, chat=generator.capabilities.chat_template)
         print(f"run: {run_id}", file=sys.stderr, flush=True)
         bar = ProgressBar(enabled=not args.no_progress)
+        last = []
+
+        def progress(p) -> None:
+            last[:] = [p]
+            bar(p)
+
+        concurrency = args.concurrency
+        if concurrency is None and hasattr(generator, "best_concurrency"):
+            concurrency = generator.best_concurrency(max(config.budgets))
         try:
-            counts = asyncio.run(run_eval(store, run_id, generator, on_progress=bar, concurrency=args.concurrency))
+            counts = asyncio.run(run_eval(store, run_id, generator, on_progress=progress, concurrency=concurrency))
         except KeyboardInterrupt:
             bar.close()
             print(f"infscale: interrupted; continue with: infscale eval --resume {run_id}", file=sys.stderr)
@@ -128,15 +146,20 @@ def run(args) -> int:
                 table = report.terminal_report(summary, title=run_title(store.get_run(run_id)))
         else:
             table, path, summary, results = write_reports(store, run_id)
+        tps = last[0].generated_tokens / last[0].seconds if last and last[0].seconds > 0 else None
         if args.json:
             out = {"run_id": run_id, "status": store.get_run(run_id)["status"], "db": str(store.path),
-                   "counts": counts, "html": str(path) if path else None, "results": results_json(summary, results)}
+                   "counts": counts, "html": str(path) if path else None, "results": results_json(summary, results),
+                   "generated_tokens_per_second": tps}
             print(json.dumps(out, ensure_ascii=False))
         else:
             print(table.rstrip("\n"))
             if path is not None:
                 print(f"\nhtml report: {path}")
             print(f"run: {run_id} ({counts['samples']} samples, {counts['results']} results in {store.path})")
+            if tps is not None:
+                print(f"throughput: {last[0].generated_tokens} generated tokens in {last[0].seconds:.1f} s = "
+                      f"{tps:.1f} tokens/s (concurrency {concurrency or config.concurrency})")
         return 0
     finally:
         store.close()

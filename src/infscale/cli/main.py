@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scorer", default=None, help="scorer name (default: the strategy's own)")
     a.add_argument("--model", "-m", default=None, help="registered model name or .gguf path (default smollm2-135m)")
     a.add_argument("--backend-url", default=None, help="an OpenAI-compatible server instead of the embedded engine")
+    a.add_argument("--threads", default=None, help="llama.cpp threads of the embedded engine: N or auto "
+                   "(default INFSCALE_THREADS, else auto: chosen by measurement)")
     a.add_argument("--task", default="math", help="math, mcq, code or text (answer extraction)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--temperature", type=float, default=0.7)
@@ -140,9 +142,15 @@ def _ask(args) -> int:
         if not Path(args.trace).expanduser().resolve().parent.is_dir():
             raise ConfigError("--trace", f"the folder of {args.trace} does not exist", "a path in an existing folder")
 
+    engine_options = {}
+    if args.threads is not None and args.backend_url is None:
+        from ..backends.llamacpp import threads_setting  # noqa: PLC0415
+
+        engine_options["n_threads"] = threads_setting(args.threads, "--threads")
+
     t0 = time.monotonic()
     _progress(f"loading {args.model or 'smollm2-135m'} ...")
-    gen = load_generator(args.model, backend_url=args.backend_url)
+    gen = load_generator(args.model, backend_url=args.backend_url, **engine_options)
     _progress(f"running {strat.name} with n={args.n} ({time.monotonic() - t0:.1f}s to load)")
     problem = Problem(question=args.question, task=args.task, id="cli")
     result = asyncio.run(run(problem, gen, strat, n=args.n, scorer=args.scorer, params=params, budget=budget,

@@ -30,7 +30,11 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("INFSCALE_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default $INFSCALE_API_KEY; none = open)")
-    p.add_argument("--max-concurrency", type=int, default=16, help="requests running at once (default 16)")
+    p.add_argument("--max-concurrency", type=int, default=None,
+                   help="requests running at once (default: what keeps the embedded engine full at "
+                        "--default-budget; 16 with --backend-url)")
+    p.add_argument("--threads", default=None, help="llama.cpp threads of the embedded engine: N or auto "
+                   "(default INFSCALE_THREADS, else auto: chosen by measurement)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot; beyond: 429 (default 64)")
     p.add_argument("--max-budget", type=int, default=64, help="largest width (samples/particles/beams) per request")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default 1 MiB)")
@@ -71,11 +75,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"infscale: warning: serving on {args.host} without --api-key: anyone who can reach it can use it",
               file=sys.stderr)
     loaded = {}
+    engine_options = {}
+    max_concurrency = args.max_concurrency
+    if args.backend_url is None:
+        from ..backends.llamacpp import best_concurrency, threads_setting  # noqa: PLC0415
+
+        if args.threads is not None:
+            engine_options["n_threads"] = threads_setting(args.threads, "--threads")
+        if max_concurrency is None:
+            max_concurrency = best_concurrency(args.default_budget)
+    elif max_concurrency is None:
+        max_concurrency = 16
 
     def factory():
         if "engine" in loaded:
             return loaded["engine"]
-        return load_generator(args.model, backend_url=args.backend_url, api_key=args.backend_api_key)
+        return load_generator(args.model, backend_url=args.backend_url, api_key=args.backend_api_key,
+                              **engine_options)
 
     def ready(service) -> None:
         url = f"http://{args.host}:{args.port}/v1"
@@ -84,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     # building the app checks every limit (a ConfigError names the flag) before any model loads
     app = create_app(
-        factory, model_name=args.served_model_name, api_key=args.api_key, max_concurrency=args.max_concurrency,
+        factory, model_name=args.served_model_name, api_key=args.api_key, max_concurrency=max_concurrency,
         max_queue=args.max_queue, max_budget=args.max_budget, max_body_bytes=args.max_body_bytes,
         max_tokens_limit=args.max_tokens_limit, default_max_tokens=args.max_tokens,
         default_budget=args.default_budget, default_task=args.task, default_temperature=args.temperature,

@@ -349,6 +349,7 @@ class Progress:
     samples: int
     results: int
     seconds: float
+    generated_tokens: int = 0  # by the samples stored in this session
 
 
 class _Harness:
@@ -372,6 +373,7 @@ class _Harness:
         self.clock = ShareClock()  # wall time shared among the sequences generating
         self.samples_new = 0
         self.results_new = 0
+        self.tokens_new = 0
         self.started = time.monotonic()
         self.grade_limit = asyncio.Semaphore(GRADE_CONCURRENCY)
 
@@ -390,7 +392,7 @@ class _Harness:
         if self.on_progress is not None:
             self.on_progress(Progress(done=self.items_done, total=len(self.problems) * self.config.seeds,
                                       samples=self.samples_new, results=self.results_new,
-                                      seconds=time.monotonic() - self.started))
+                                      seconds=time.monotonic() - self.started, generated_tokens=self.tokens_new))
 
     async def _grade(self, problem: Problem, answers: list[str | None]) -> list[bool]:
         """Whether each extracted answer solves ``problem``, by the problem's task (never seen by
@@ -473,6 +475,7 @@ class _Harness:
                "sample_seed": c.seed, "seconds": seconds}
         self.store.put_samples(self.run_id, [row])
         self.samples_new += 1
+        self.tokens_new += c.generated_tokens
 
     async def _pool(self, problem: Problem, seed: int) -> None:
         M = self.pool_size
@@ -605,6 +608,7 @@ class _Harness:
             self.store.put_samples(self.run_id, samples, commit=False)
             self.store.put_results(self.run_id, [row], commit=False)
         self.samples_new += len(samples)
+        self.tokens_new += u.generated_tokens
         self.results_new += 1
 
 
