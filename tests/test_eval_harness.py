@@ -329,6 +329,7 @@ def test_cli_eval_json_report_and_export(server, tmp_path, capsys):
     assert c["problems"] == 4 and c["samples"] == 16 and len(c["interval"]) == 2
     assert 0 <= c["interval"][0] <= c["accuracy"] <= c["interval"][1] <= 1 and c["generated_tokens"] > 0
     assert Path(d["html"]).is_file()
+    assert d["generated_tokens_per_second"] > 0
 
     assert main(["report", rid, "--db", str(db)]) == 0
     out = capsys.readouterr().out
@@ -391,6 +392,7 @@ def test_export_without_pyarrow_names_the_extra(server, tmp_path, capsys, monkey
         (["eval", "-d", "gsm8k"], ["infscale data fetch gsm8k"]),
         (["eval", "-d", "arith", "--limit", "0"], ["limit"]),
         (["eval", "--resume", "nope"], ["run", "nope"]),
+        (["eval", "-d", "arith", "--threads", "0"], ["--threads", "auto"]),
         (["eval", "-d", "arith", "--reproducible", "--backend-url", "http://127.0.0.1:9"], ["reproducible", "embedded"]),
     ],
 )
