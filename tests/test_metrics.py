@@ -413,6 +413,55 @@ def test_summarize_cells_coverage_and_comparisons():
     assert cmp["diff"] == pytest.approx(0.25 - 1.0)
 
 
+def test_comparisons_state_tokens_and_match_compute():
+    """Each comparison states both sides' generated tokens; the matched-compute comparison pairs
+    each strategy budget with the baseline budget whose generated tokens are nearest."""
+    results = []
+    for pid, ok in zip("abcd", [1, 0, 1, 0]):
+        for budget, tokens in ((1, 10.0), (4, 40.0), (8, 80.0)):
+            results.append(_row("greedy", budget, 0, pid, float(ok), tokens))
+        results.append(_row("beam", 1, 0, pid, 1.0, 35.0))  # nearest: greedy@4 (40)
+        results.append(_row("beam", 4, 0, pid, 1.0, 90.0 if pid != "d" else 50.0))  # mean 80: greedy@8
+        results.append(_row("smc", 2, 0, pid, 0.0, 25.0))  # 15 from greedy@1 and greedy@4: the cheaper
+    s = summarize(results, baseline="greedy")
+    largest = {c["strategy"]: c for c in s["comparisons"]}
+    assert (largest["beam"]["budget"], largest["beam"]["baseline_budget"]) == (4, 8)
+    assert largest["beam"]["tokens"] == pytest.approx(80.0) and largest["beam"]["baseline_tokens"] == pytest.approx(80.0)
+    assert largest["smc"]["tokens"] == pytest.approx(25.0) and largest["smc"]["baseline_tokens"] == pytest.approx(80.0)
+    matched = {(c["strategy"], c["budget"]): c for c in s["matched"]}
+    assert set(matched) == {("beam", 1), ("beam", 4), ("smc", 2)}
+    assert matched["beam", 1]["baseline_budget"] == 4 and matched["beam", 1]["baseline_tokens"] == pytest.approx(40.0)
+    assert matched["beam", 4]["baseline_budget"] == 8
+    assert matched["smc", 2]["baseline_budget"] == 1  # a tie goes to the smaller budget
+    for c in s["matched"]:
+        assert c["diff"] == pytest.approx(c["mean_a"] - c["mean_b"]) and c["n"] == 4 and c["baseline"] == "greedy"
+    assert matched["beam", 1]["diff"] == pytest.approx(0.5) and matched["smc", 2]["diff"] == pytest.approx(-0.5)
+
+
+def test_report_majority_at_k_folds_answers_like_the_majority_strategy():
+    """'1/2' and '0.5' are one answer to the math task (and to the majority strategy), so with
+    k = 3 of ['1/2', '0.5', '3'] the vote is won, not a three-way tie."""
+    from infscale.answers import get_task  # noqa: PLC0415
+    from infscale.strategies.voting import fold  # noqa: PLC0415
+    from infscale.types import Candidate  # noqa: PLC0415
+
+    answers = ["1/2", "0.5", "3"]
+    classes = fold([Candidate(text="", answer=a) for a in answers], [0.0] * 3, get_task("math"))
+    assert [c.count for c in classes] == [2, 1]  # what the majority strategy sees
+    results = [_row("majority", 3, 0, "p", 1.0)]
+    samples = [{"problem_id": "p", "answer": a, "correct": a != "3", "task": "math"} for a in answers]
+    cov = summarize(results, samples)["coverage"]
+    assert cov["ks"] == [1, 2, 3]
+    assert cov["majority"]["accuracy"][2] == pytest.approx(1.0)  # string equality would give 2/3
+    assert cov["majority"]["accuracy"][0] == pytest.approx(2 / 3)
+    # without a task key the default task (math) folds the same way
+    plain = [{k: v for k, v in r.items() if k != "task"} for r in samples]
+    assert summarize(results, plain)["coverage"]["majority"]["accuracy"][2] == pytest.approx(1.0)
+    # the text task compares strings, so there the three answers stay apart
+    text = [{**r, "task": "text"} for r in samples]
+    assert summarize(results, text)["coverage"]["majority"]["accuracy"][2] == pytest.approx(2 / 3)
+
+
 def test_scipy_agrees_with_closed_forms():
     """The scipy-backed Beta CDF / quantile and exact tests agree with closed forms."""
     from infscale.evaluation.metrics import _binom_two_sided_equal, _sign_flip_p  # noqa: PLC0415

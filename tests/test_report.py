@@ -77,6 +77,30 @@ def test_terminal_report_contains_the_numbers():
     assert len({len(ln) for ln in table}) == 1
 
 
+def test_comparisons_show_both_sides_tokens_and_matched_compute(tmp_path):
+    s = _summary()
+    assert s["matched"] and all("tokens" in c and "baseline_tokens" in c for c in s["comparisons"] + s["matched"])
+    text = terminal_report(s, title="run")
+    lines = text.splitlines()
+    start = lines.index(next(ln for ln in lines if ln.startswith("Paired comparisons at matched compute")))
+    matched_rows = lines[start + 3: start + 3 + len(s["matched"])]
+    for c, line in zip(s["matched"], matched_rows):
+        cells = line.split()
+        assert cells[:7] == [c["strategy"], str(c["budget"]), f"{c['tokens']:.1f}", c["baseline"],
+                             str(c["baseline_budget"]), f"{c['baseline_tokens']:.1f}", str(c["n"])]
+    largest = lines[lines.index(next(ln for ln in lines if ln.startswith("Paired comparisons at the largest"))) + 3]
+    c = s["comparisons"][0]
+    assert largest.split()[:6] == [c["strategy"], str(c["budget"]), f"{c['tokens']:.1f}", c["baseline"],
+                                   str(c["baseline_budget"]), f"{c['baseline_tokens']:.1f}"]
+    page = write_html_report(s, tmp_path / "r.html", title="T", meta={"run_id": "x"}).read_text()
+    table = page[page.index('<table data-table="matched">'):]
+    table = table[: table.index("</table>")]
+    assert "baseline generated tokens" in table and table.count("<tr>") == 1 + len(s["matched"])
+    for c in s["matched"]:
+        assert f"<td>{c['tokens']:.1f}</td><td>{c['baseline']}</td><td>{c['baseline_budget']}</td>" \
+               f"<td>{c['baseline_tokens']:.1f}</td>" in table
+
+
 def test_terminal_report_degenerate():
     text = terminal_report({"cells": [], "coverage": None, "comparisons": []})
     assert "No results." in text and "no pooled samples" in text

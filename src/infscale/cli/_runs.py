@@ -43,6 +43,9 @@ def summarize_run(store, run_id: str, baseline: str | None = None) -> tuple[dict
             raise ConfigError("baseline", f"{baseline!r} is not a strategy of run {run_id}",
                               ", ".join(s for s in strategies if s) or "a run with strategies")
     results, samples = metrics_inputs(store, run_id)
+    if samples:  # majority@k folds answers by each problem's task, as the majority strategy does
+        tasks = {p["problem_id"]: p["data"].get("task") or "math" for p in store.get_problems(run_id)}
+        samples = [{**s, "task": tasks.get(s["problem_id"], "math")} for s in samples]
     return metrics.summarize(results, samples, baseline=baseline or strategies[0]), results
 
 

@@ -338,7 +338,8 @@ def majority_at_k(
     """Expected majority-vote accuracy with k samples drawn without replacement from each pool.
 
     For each problem, k of its n pooled samples are drawn uniformly without replacement; the most
-    frequent answer (answers equal as strings) is chosen; a tie is broken uniformly at random (so
+    frequent answer (answers equal as strings: pass class labels to use a task's equivalence, as
+    :func:`summarize` does) is chosen; a tie is broken uniformly at random (so
     it scores the mean correctness of the tied answers); ``None`` answers abstain, and a draw of
     only abstentions scores 0. The result is the mean over problems of that expectation — the
     majority@k curve of Wang et al. (2023, self-consistency) and Brown et al. (2024), estimated
@@ -717,7 +718,7 @@ def summarize(
     cost keys. ``samples``: the pooled samples, one row per sample with ``problem_id`` and
     ``correct`` (and optionally ``answer``, which adds the majority@k curve).
 
-    Returns ``{"cells", "coverage", "comparisons"}``:
+    Returns ``{"cells", "coverage", "comparisons", "matched", "conf"}``:
 
     * ``cells`` — per strategy × budget (sorted by strategy, then budget): ``problems``, ``seeds``
       (distinct counts), ``accuracy`` (mean over problems of the mean over seeds), ``wilson`` and
@@ -730,18 +731,28 @@ def summarize(
       present, else the first strategy in sorted order), each at its largest budget (the most
       compute the run gave it; with equal budget lists that is the same budget), on their common
       problems: :func:`paired_comparison` of (strategy, baseline) plus ``strategy``, ``budget``,
-      ``baseline`` and ``baseline_budget``.
+      ``baseline``, ``baseline_budget``, and ``tokens`` / ``baseline_tokens``, the mean generated
+      tokens per problem of each side on those problems (what each side's accuracy cost).
+    * ``matched`` — the same paired comparison "at matched compute": every budget of every other
+      strategy against the baseline budget whose mean generated tokens per problem are nearest
+      (ties go to the smaller baseline budget), with the same keys. A width ``--n`` buys roughly
+      equal compute across strategies, but not exactly; this pairs by what was actually spent.
+
+    ``samples`` rows may carry ``task`` (a task name, default ``math``): majority@k folds each
+    pool's answers into classes by that task's answer equivalence — the same folding as the
+    majority strategy (:func:`infscale.strategies.voting.fold`).
     """
     cells_rows: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
     for r in results:
         cells_rows.setdefault((str(r["strategy"]), int(r["budget"])), []).append(r)
-    cells, scores = [], {}
+    cells, scores, tokens = [], {}, {}
     for (strategy, budget) in sorted(cells_rows):
         rows = cells_rows[(strategy, budget)]
         per = _per_problem_means(rows, ("correct", *COST_KEYS))
         n = len(per)
         acc = float(np.mean([p["correct"] for p in per.values()]))
         scores[(strategy, budget)] = {pid: p["correct"] for pid, p in per.items()}
+        tokens[(strategy, budget)] = {pid: p["generated_tokens"] for pid, p in per.items()}
         cell: dict[str, Any] = {
             "strategy": strategy,
             "budget": budget,
@@ -755,22 +766,39 @@ def summarize(
             cell[k] = float(np.mean([p[k] for p in per.values()]))
         cells.append(cell)
 
-    comparisons = []
     strategies = sorted({s for s, _ in cells_rows})
+    comparisons: list[dict[str, Any]] = []
+    matched: list[dict[str, Any]] = []
     if strategies:
         base = baseline if baseline in strategies else strategies[0]
-        base_budget = max(b for s, b in cells_rows if s == base)
-        for s in (t for t in strategies if t != base):
-            budget = max(b for t, b in cells_rows if t == s)
+        base_budgets = sorted(b for s, b in cells_rows if s == base)
+        cell_tokens = {(c["strategy"], c["budget"]): c["generated_tokens"] for c in cells}
+
+        def pair(s: str, budget: int, base_budget: int) -> dict[str, Any] | None:
             sa, sb = scores[(s, budget)], scores[(base, base_budget)]
             pids = sorted(set(sa) & set(sb))
             if not pids:
-                continue
-            cmp = paired_comparison([sa[p] for p in pids], [sb[p] for p in pids], conf)
-            comparisons.append({"strategy": s, "budget": budget, "baseline": base, "baseline_budget": base_budget,
-                                **cmp})
+                return None
+            ta, tb = tokens[(s, budget)], tokens[(base, base_budget)]
+            return {"strategy": s, "budget": budget, "baseline": base, "baseline_budget": base_budget,
+                    "tokens": float(np.mean([ta[p] for p in pids])),
+                    "baseline_tokens": float(np.mean([tb[p] for p in pids])),
+                    **paired_comparison([sa[p] for p in pids], [sb[p] for p in pids], conf)}
 
-    return {"cells": cells, "coverage": _coverage_summary(samples), "comparisons": comparisons, "conf": conf}
+        for s in (t for t in strategies if t != base):
+            budgets = sorted(b for t, b in cells_rows if t == s)
+            largest = pair(s, budgets[-1], base_budgets[-1])
+            if largest is not None:
+                comparisons.append(largest)
+            for budget in budgets:
+                # the baseline budget whose mean generated tokens per problem are nearest (ties: the cheaper)
+                nearest = min(base_budgets, key=lambda b: (abs(cell_tokens[(base, b)] - cell_tokens[(s, budget)]), b))
+                cmp = pair(s, budget, nearest)
+                if cmp is not None:
+                    matched.append(cmp)
+
+    return {"cells": cells, "coverage": _coverage_summary(samples), "comparisons": comparisons,
+            "matched": matched, "conf": conf}
 
 
 def _coverage_summary(samples: Sequence[Mapping[str, Any]] | None) -> dict[str, Any] | None:
@@ -792,7 +820,24 @@ def _coverage_summary(samples: Sequence[Mapping[str, Any]] | None) -> dict[str, 
         "majority": None,
     }
     if any("answer" in r for r in samples):
-        answers = [[None if r.get("answer") is None else str(r["answer"]) for r in p] for p in pools.values()]
+        answers = [_answer_classes_of_pool(p) for p in pools.values()]
         correct = [[bool(r["correct"]) for r in p] for p in pools.values()]
         out["majority"] = {"ks": ks, "accuracy": [majority_at_k(answers, correct, k) for k in ks]}
     return out
+
+
+def _answer_classes_of_pool(rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """Each sample's answer class (its representative answer, ``None`` for no answer): the pool
+    folded by its task's equivalence exactly as the majority strategy folds its samples."""
+    from ..answers import get_task  # noqa: PLC0415
+    from ..strategies.voting import fold  # noqa: PLC0415
+    from ..types import Candidate  # noqa: PLC0415
+
+    task = get_task(str(rows[0].get("task") or "math"))
+    candidates = [Candidate(text="", answer=None if r.get("answer") is None else str(r["answer"]), index=i)
+                  for i, r in enumerate(rows)]
+    label: dict[int, str] = {}
+    for cls in fold(candidates, [0.0] * len(candidates), task):
+        for member in cls.members:
+            label[member.index] = cls.answer
+    return [label.get(i) for i in range(len(rows))]

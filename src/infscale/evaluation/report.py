@@ -118,18 +118,26 @@ def terminal_report(summary: Mapping[str, Any], *, title: str = "") -> str:
         out.append(_fit_line(cov.get("fit")))
     comps = summary.get("comparisons") or []
     if comps:
-        out += ["", f"Paired comparisons (strategy - baseline on the same problems; {pct} interval)"]
-        out += _table(
-            ["strategy", "budget", "baseline", "budget", "n", "diff", "interval", "p", "W/L/T", "test"],
-            [
-                [c["strategy"], str(c["budget"]), c["baseline"], str(c["baseline_budget"]), str(c["n"]),
-                 f"{c['diff']:+.3f}",
-                 _interval(c["interval"]), f"{c['p_value']:.4g}", f"{c['wins']}/{c['losses']}/{c['ties']}", c["test"]]
-                for c in comps
-            ],
-            left={0, 2},
-        )
+        out += ["", f"Paired comparisons at the largest budgets (strategy - baseline on the same problems; "
+                    f"{pct} interval; tokens: mean generated per problem)"]
+        out += _comparison_table(comps)
+    matched = summary.get("matched") or []
+    if matched:
+        out += ["", "Paired comparisons at matched compute (each budget vs the baseline budget with the nearest "
+                    "generated tokens)"]
+        out += _comparison_table(matched)
     return "\n".join(out) + "\n"
+
+
+def _comparison_row(c: Mapping[str, Any]) -> list[str]:
+    return [c["strategy"], str(c["budget"]), _fmt(c["tokens"], 1), c["baseline"], str(c["baseline_budget"]),
+            _fmt(c["baseline_tokens"], 1), str(c["n"]), f"{c['diff']:+.3f}", _interval(c["interval"]),
+            f"{c['p_value']:.4g}", f"{c['wins']}/{c['losses']}/{c['ties']}", c["test"]]
+
+
+def _comparison_table(comps: Sequence[Mapping[str, Any]]) -> list[str]:
+    return _table(["strategy", "budget", "tokens", "baseline", "budget", "tokens", "n", "diff", "interval", "p",
+                   "W/L/T", "test"], [_comparison_row(c) for c in comps], left={0, 3})
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,16 +448,18 @@ def write_html_report(summary: Mapping[str, Any], path: str | Path, *, title: st
         )]
     else:
         parts += ['<p class="plot-empty" data-plot-empty="cost">No results.</p>']
+    headers = ["strategy", "budget", "generated tokens", "baseline", "baseline budget", "baseline generated tokens",
+               "problems", "difference", "interval", "p-value", "wins/losses/ties", "test"]
     comps = summary.get("comparisons") or []
     if comps:
-        parts += [f"<h2>Paired comparisons (strategy − baseline, {pct} interval)</h2>", _html_table(
-            "comparisons",
-            ["strategy", "budget", "baseline", "baseline budget", "problems", "difference", "interval", "p-value",
-             "wins/losses/ties", "test"],
-            [[c["strategy"], str(c["budget"]), c["baseline"], str(c["baseline_budget"]), str(c["n"]),
-              f"{c['diff']:+.3f}", _interval(c["interval"]),
-              f"{c['p_value']:.4g}", f"{c['wins']}/{c['losses']}/{c['ties']}", c["test"]] for c in comps],
-        )]
+        parts += [f"<h2>Paired comparisons at the largest budgets (strategy − baseline, {pct} interval)</h2>",
+                  _html_table("comparisons", headers, [_comparison_row(c) for c in comps])]
+    matched = summary.get("matched") or []
+    if matched:
+        parts += [f"<h2>Paired comparisons at matched compute (strategy − baseline, {pct} interval)</h2>",
+                  '<p class="caption">Each strategy budget against the baseline budget whose mean generated '
+                  "tokens per problem are nearest.</p>",
+                  _html_table("matched", headers, [_comparison_row(c) for c in matched])]
     cov = summary.get("coverage")
     if cov:
         rows = [["coverage", *(_fmt(v) for v in cov["coverage"])]]
