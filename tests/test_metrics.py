@@ -441,7 +441,7 @@ def test_comparisons_state_tokens_and_match_compute():
 def test_report_majority_at_k_folds_answers_like_the_majority_strategy():
     """'1/2' and '0.5' are one answer to the math task (and to the majority strategy), so with
     k = 3 of ['1/2', '0.5', '3'] the vote is won, not a three-way tie."""
-    from infscale.answers import get_task  # noqa: PLC0415
+    from infscale.tasks import get_task  # noqa: PLC0415
     from infscale.strategies.voting import fold  # noqa: PLC0415
     from infscale.types import Candidate  # noqa: PLC0415
 

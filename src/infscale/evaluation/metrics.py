@@ -829,7 +829,7 @@ def _coverage_summary(samples: Sequence[Mapping[str, Any]] | None) -> dict[str, 
 def _answer_classes_of_pool(rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
     """Each sample's answer class (its representative answer, ``None`` for no answer): the pool
     folded by its task's equivalence exactly as the majority strategy folds its samples."""
-    from ..answers import get_task  # noqa: PLC0415
+    from ..tasks import get_task  # noqa: PLC0415
     from ..strategies.voting import fold  # noqa: PLC0415
     from ..types import Candidate  # noqa: PLC0415
 
