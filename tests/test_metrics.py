@@ -439,13 +439,13 @@ def test_comparisons_state_tokens_and_match_compute():
 
 
 def test_report_majority_at_k_folds_answers_like_the_majority_strategy():
-    """'1/2' and '0.5' are one answer to the math task (and to the majority strategy), so with
-    k = 3 of ['1/2', '0.5', '3'] the vote is won, not a three-way tie."""
+    """'12' and '12.0' are one answer to the math task (and to the majority strategy), so with
+    k = 3 of ['12', '12.0', '3'] the vote is won, not a three-way tie."""
     from infscale.tasks import get_task  # noqa: PLC0415
     from infscale.strategies.voting import fold  # noqa: PLC0415
     from infscale.types import Candidate  # noqa: PLC0415
 
-    answers = ["1/2", "0.5", "3"]
+    answers = ["12", "12.0", "3"]
     classes = fold([Candidate(text="", answer=a) for a in answers], [0.0] * 3, get_task("math"))
     assert [c.count for c in classes] == [2, 1]  # what the majority strategy sees
     results = [_row("majority", 3, 0, "p", 1.0)]
