@@ -5,7 +5,7 @@ and the evaluation harness (through :func:`infscale.strategies.sample.select_fro
 two functions, so "the same answer" and "the winning answer" mean one thing everywhere.
 
 :func:`fold` groups candidates by the task's answer equivalence
-(:func:`infscale.answers.group_answers`) and gives each class the log-sum-exp of its members'
+(:func:`infscale.tasks.group_answers`) and gives each class the log-sum-exp of its members'
 log-weights; candidates without an extracted answer carry no weight. If every weight is
 ``-inf`` nothing is known about the candidates, so each counts once (the same fallback as the
 resamplers' uniform weights). Classes come heaviest first; ties go to the class seen first.
