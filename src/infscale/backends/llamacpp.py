@@ -15,7 +15,14 @@ chunks of prompts waiting to be read, so all live trajectories advance together.
 * ``evaluated_tokens`` counts every token the model evaluated (prefill and decode).
 * Sampling is done in numpy from the raw logits (:mod:`infscale.backends.sampling`), with each
   sample's own ``numpy.random.Generator`` seeded by the request's seed, so a sample does not
-  depend on what else shares its batch (up to llama.cpp's batch-size numerics).
+  depend on what else shares its batch (up to llama.cpp's batch-size numerics). The logits of
+  a step are read once, as a view of llama.cpp's buffer, and the plain tempered draws of all
+  live sequences happen in one float32 array operation (:func:`~.sampling.sample_rows`).
+* At most ``max_live`` samples run at once; more wait in a first-come-first-served queue, a
+  whole request group at a time (a prompt is read once for all its samples).
+* The llama.cpp thread count is chosen by measuring decode steps (:class:`_ThreadTuner`)
+  unless it is fixed (``n_threads``, ``INFSCALE_THREADS``); ``profile`` holds the seconds the
+  scheduler spent in decode, logits reading, sampling and bookkeeping.
 """
 
 from __future__ import annotations
