@@ -60,7 +60,14 @@ KEEPALIVE_SECONDS = 10.0
 _PIECE = re.compile(r"\s*\S+|\s+$")
 
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 500, 502, 503, 504)}
-_SSE_DOC = {"text/event-stream": {"schema": {"type": "string"}}}
+#: One server-sent event (OpenAPI before 3.2: a stream's ``schema`` describes each event): its
+#: ``data`` is a JSON chunk or ``[DONE]``; keep-alive comments carry no event.
+_SSE_DOC = {"text/event-stream": {"schema": {
+    "type": "object",
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"},
+                   "retry": {"type": "integer"}},
+    "required": ["data"],
+}}}
 
 
 def create_app(
