@@ -42,7 +42,7 @@ def test_registered_by_name():
     assert "code-tests" in SCORERS
     scorer = get_scorer("code-tests")
     assert isinstance(scorer, CodeTestsScorer)
-    assert (scorer.name, scorer.kind, scorer.needs_model) == ("code-tests", "outcome", False)
+    assert (scorer.name, scorer.kind, scorer.requires) == ("code-tests", "outcome", ())
 
 
 async def test_all_or_nothing_scores_in_order():

@@ -16,7 +16,7 @@ from infscale.backends.openai_http import OpenAIGenerator
 from infscale.scorers import SCORERS, Scorer
 from infscale.scorers.arith_check import ArithCheckScorer
 from infscale.scorers.self_eval import QUESTION, STEP_QUESTION, SelfEvalScorer
-from infscale.strategies.base import Context
+from infscale.meter import Meter
 from infscale.testing import FakeGenerator
 from infscale.testing.fake_openai import FakeOpenAIServer
 from infscale.types import GenRequest
@@ -24,9 +24,8 @@ from infscale.types import GenRequest
 PROBLEM = Problem(id="p", question="Tom has 3 boxes with 4 apples each. How many apples?", reference="12")
 
 
-def context(gen, budget: Budget | None = None) -> Context:
-    return Context(problem=PROBLEM, generator=gen, task=get_task("math"), params=SamplingParams(), n=1, seed=0,
-                   budget=budget or Budget())
+def context(gen, budget: Budget | None = None) -> Meter:
+    return Meter(gen, budget or Budget())
 
 
 def text_of(req) -> str:
@@ -162,7 +161,7 @@ async def test_self_eval_steps_on_smollm2():
     scores = await SelfEvalScorer().score_steps(PROBLEM, prefixes, steps, ctx)
     assert len(scores) == 3
     assert all(math.isfinite(s) and s <= 0.0 for s in scores), scores
-    assert ctx.usage.calls == 3  # one call per step, charged through the context
+    assert ctx.usage.calls == 3  # one call per step, charged through the meter
     assert ctx.usage.generated_tokens == 3 and ctx.usage.prompt_tokens > 0
 
 

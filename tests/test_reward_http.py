@@ -8,13 +8,12 @@ import time
 
 import pytest
 
-from infscale import Budget, Problem, SamplingParams
-from infscale.tasks import get_task
+from infscale import Budget, Problem
 from infscale.errors import BackendError, ConfigError
 from infscale.scorers import get_scorer
 from infscale.backends.http import server_root as _root_url
+from infscale.meter import Meter
 from infscale.scorers.reward_http import PRMHttpScorer
-from infscale.strategies.base import Context
 from infscale.testing import FakeGenerator
 from infscale.testing.fake_openai import FakeOpenAIServer
 
@@ -23,9 +22,8 @@ PROBLEM = Problem(id="p", question="Tom has 3 boxes with 4 apples each. He eats 
 Q = PROBLEM.question
 
 
-def context() -> Context:
-    return Context(problem=PROBLEM, generator=FakeGenerator(), task=get_task("math"), params=SamplingParams(),
-                   n=1, seed=0, budget=Budget())
+def context(budget: Budget | None = None) -> Meter:
+    return Meter(FakeGenerator(), budget or Budget())
 
 
 def step_prob(step: str) -> float:
@@ -292,6 +290,6 @@ def test_one_scorer_serves_successive_event_loops():
     with FakeOpenAIServer(prm=qwen_prm) as srv:
         scorer = PRMHttpScorer(srv.root_url, model="fake-model")
         first = asyncio.run(scorer.score_steps(PROBLEM, [""], ["3 * 4 = 12"], None))
-        second = asyncio.run(scorer.score_steps(PROBLEM, [""], ["3 * 4 = 12"], None))  # ctx None: nothing charged
+        second = asyncio.run(scorer.score_steps(PROBLEM, [""], ["3 * 4 = 12"], None))  # meter None: nothing charged
         asyncio.run(scorer.aclose())
     assert first == second == pytest.approx([math.log(0.9)])

@@ -4,7 +4,9 @@
   The CLI prints its one-line message and exits with code 2; the server maps it to a 4xx.
 * :class:`BackendError` — a generator or scorer failed. ``retryable`` says whether the same call
   may succeed later (timeouts, 429, 5xx); fatal ones carry the backend's message.
-* :class:`BudgetExceeded` is not an error users see: the runner uses it to stop a strategy.
+* :class:`~infscale.meter.BudgetExhausted` (not an error users see, so not an
+  :class:`InfscaleError`): the meter raises it when the budget admits no more work, and the
+  runner catches it to stop the strategy.
 """
 
 from __future__ import annotations

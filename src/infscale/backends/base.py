@@ -95,6 +95,10 @@ class Generator:
         outs = await asyncio.gather(*(_first(self.generate([r])) for r in requests), return_exceptions=True)
         return [_settle(o) for o in outs]
 
+    async def ensure_ready(self) -> None:
+        """Learn what the backend can do before the first request (a probe, once); after it
+        :attr:`capabilities` can be trusted. A no-op for generators that know already."""
+
     def free(self, handle) -> None:
         """Release a continuation handle (generators with ``kv_fork``); a no-op otherwise."""
 

@@ -62,6 +62,7 @@ from ..params import Budget, SamplingParams
 from ..rng import make_rng
 from ..scorers import SCORERS, Scorer, get_scorer
 from ..strategies import STRATEGIES, get_strategy
+from ..meter import Meter
 from ..strategies.base import Context, Strategy
 from ..strategies.runner import run as run_strategy
 from ..strategies.sample import SampleStrategy, select_from
@@ -385,8 +386,8 @@ class _Harness:
         return factory() if factory is not None else get_scorer(name)
 
     def _context(self, problem: Problem, seed: int, n: int, scorer: Scorer | None = None) -> Context:
-        return Context(problem=problem, generator=self.gen, task=get_task(problem.task), params=self.params, n=n,
-                       seed=seed, budget=Budget(), scorer=scorer)
+        return Context(problem=problem, meter=Meter(self.gen, Budget()), task=get_task(problem.task),
+                       params=self.params, n=n, seed=seed, scorer=scorer)
 
     def _progress(self) -> None:
         if self.on_progress is not None:
@@ -508,7 +509,7 @@ class _Harness:
             k = len(todo)
             mark = self.clock.enter(k)
             try:
-                scores = await scorer.score(problem, [stored[i]["text"] for i in todo], ctx)
+                scores = await scorer.score(problem, [stored[i]["text"] for i in todo], ctx.meter)
             finally:
                 dt = self.clock.leave(k, mark)
             u = ctx.usage

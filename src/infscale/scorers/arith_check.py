@@ -109,14 +109,14 @@ class ArithCheckScorer(Scorer):
     def _penalty(self, failed: int) -> float:
         return failed * self.log_eps if failed else 0.0
 
-    async def score(self, problem, texts, ctx):
+    async def score(self, problem, texts, meter):
         out = []
         for t in texts:
             ok, total, _ = check_text(t)
             out.append(self._penalty(total - ok) if total else _UNCHECKED)
         return out
 
-    async def score_steps(self, problem, prefixes, steps, ctx):
+    async def score_steps(self, problem, prefixes, steps, meter):
         out = []
         for prefix, step in zip(prefixes, steps):
             _, _, last = check_text(prefix)

@@ -1,9 +1,11 @@
 """The scorer protocol: batch-first, log-space.
 
 An outcome scorer maps whole solutions to log-scores (``log P(correct)``-like; ``-inf`` means
-impossible). Scorers that call a model do so through the runner's context, so every call they
-make is charged to the request's usage and budget. Probabilities become log-scores in one
-place, :func:`prob_to_logscore`.
+impossible). Scorers that call a model do so through the request's
+:class:`~infscale.meter.Meter`, so every call they make is charged to the request's usage and
+budget; scorers that call no model accept ``meter=None``. A call the budget refuses leaves its
+text unscored: its score is NaN (callers treat NaN as "no score"). Probabilities become
+log-scores in one place, :func:`prob_to_logscore`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import TYPE_CHECKING
 from ..types import Problem
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..strategies.base import Context
+    from ..meter import Meter
 
-__all__ = ["Scorer", "prob_to_logscore"]
+__all__ = ["Scorer", "prob_to_logscore", "UNSCORED"]
+
+UNSCORED = math.nan  # the score of a text whose scoring call the budget refused
 
 
 def prob_to_logscore(p: float) -> float:
@@ -33,19 +37,31 @@ class Scorer:
     (the log-score of each partial solution's latest step, given the text before it); their
     :meth:`score` defaults to scoring a whole solution as one step. ``process_capable`` is True
     on every scorer that implements :meth:`score_steps`, whatever its ``kind``.
+
+    ``requires`` names the generator capabilities (attributes of
+    :class:`~infscale.backends.base.Capabilities`) the scorer cannot work without; the runner
+    checks them before any call is made, and the scorer checks them again before its own.
     """
 
     name: str = "scorer"
     kind: str = "outcome"
     process_capable: bool = False
-    needs_model: bool = False
+    requires: tuple[str, ...] = ()
 
-    async def score(self, problem: Problem, texts: list[str], ctx: "Context") -> list[float]:
+    async def check(self, meter: "Meter") -> None:
+        """Raise a one-line ConfigError if the meter's generator lacks a capability in :attr:`requires`."""
+        for cap in self.requires:
+            await meter.require(cap, who=f"scorer {self.name!r}", param="scorer",
+                                accepted="a generator that reports them, or a scorer that needs no "
+                                         "log-probabilities, e.g. arith-check, prm-http, code-tests")
+
+    async def score(self, problem: Problem, texts: list[str], meter: "Meter | None") -> list[float]:
         """One log-score per text, in order."""
         if self.kind == "process":
-            return await self.score_steps(problem, [""] * len(texts), texts, ctx)
+            return await self.score_steps(problem, [""] * len(texts), texts, meter)
         raise NotImplementedError
 
-    async def score_steps(self, problem: Problem, prefixes: list[str], steps: list[str], ctx: "Context") -> list[float]:
+    async def score_steps(self, problem: Problem, prefixes: list[str], steps: list[str],
+                          meter: "Meter | None") -> list[float]:
         """Log-score of ``steps[i]`` as the next step after ``prefixes[i]`` (process scorers)."""
         raise NotImplementedError(f"scorer {self.name!r} scores whole solutions only (kind: {self.kind})")

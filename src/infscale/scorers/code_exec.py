@@ -35,7 +35,6 @@ class CodeTestsScorer(Scorer):
 
     name = "code-tests"
     kind = "outcome"
-    needs_model = False
 
     def __init__(
         self,
@@ -61,7 +60,7 @@ class CodeTestsScorer(Scorer):
         passed = run_problem_tests(code, problem, fraction=self.fraction, timeout=self.timeout, **self.limits)
         return prob_to_logscore(passed)
 
-    async def score(self, problem, texts, ctx=None):
+    async def score(self, problem, texts, meter=None):
         problem_tests(problem)  # a problem without tests is the caller's error, raised once
         limit = asyncio.Semaphore(self.concurrency)
 

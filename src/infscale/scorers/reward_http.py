@@ -43,8 +43,11 @@ generator's do): one connection pool per event loop, and only connection faults,
 408/409/429/5xx are retried, with bounded exponential backoff; other 4xx surface at once with the
 server's message.
 
-Cost: one HTTP request per scored text (requests run concurrently, bounded), charged to the
-request's usage as one call with the prompt tokens the server reports and no generated tokens.
+Cost: one HTTP request per scored text (requests run concurrently, bounded), charged through
+the request's :class:`~infscale.meter.Meter` as one call with the tokens the server reports
+(prompt tokens; generated tokens if it reports any). The call budget is checked first: texts
+beyond what it admits are not sent and stay unscored (NaN); with no budget left at all the
+meter stops the strategy.
 The PRM reads the whole solution so far at every step: over a solution of T steps that is
 O(T^2) tokens of PRM prefill, unless the server caches prefixes.
 
@@ -62,9 +65,10 @@ from typing import Any
 
 from ..backends.http import HttpTransport, server_root
 from ..errors import BackendError, ConfigError
+from ..meter import Meter
 from ..tasks.prompts import question_text
 from ..types import Completion, Problem
-from .base import Scorer, prob_to_logscore
+from .base import UNSCORED, Scorer, prob_to_logscore
 
 __all__ = ["PRMHttpScorer", "APIS"]
 
@@ -102,7 +106,6 @@ class PRMHttpScorer(Scorer):
     name = "prm-http"
     kind = "process"
     process_capable = True
-    needs_model = False
 
     def __init__(
         self,
@@ -168,17 +171,17 @@ class PRMHttpScorer(Scorer):
 
     # ------------------------------------------------------------------ scoring
 
-    async def score(self, problem, texts, ctx):
+    async def score(self, problem, texts, meter):
         """Outcome use: a whole solution scores what the PRM gives its last step (it has seen
         all the others); other aggregations (min, product) need per-step scores, which the
         search core collects. A solution without steps is scored as one empty step."""
-        return await self._score_all(problem, [self._split(t) or [""] for t in texts], ctx)
+        return await self._score_all(problem, [self._split(t) or [""] for t in texts], meter)
 
-    async def score_steps(self, problem, prefixes, steps, ctx):
+    async def score_steps(self, problem, prefixes, steps, meter):
         """Log-probability that ``steps[i]`` is a good next step after ``prefixes[i]``."""
         if len(prefixes) != len(steps):
             raise ValueError(f"score_steps needs one prefix per step, got {len(prefixes)} and {len(steps)}")
-        return await self._score_all(problem, [self._split(p) + [s.strip()] for p, s in zip(prefixes, steps)], ctx)
+        return await self._score_all(problem, [self._split(p) + [s.strip()] for p, s in zip(prefixes, steps)], meter)
 
     def _split(self, text: str) -> list[str]:
         """The non-empty steps of a text (an empty text has none)."""
@@ -196,16 +199,19 @@ class PRMHttpScorer(Scorer):
             return body
         return {"model": self.model, "input": f"{question}\n\n" + self.step_token.join(steps)}
 
-    async def _score_all(self, problem: Problem, step_lists: list[list[str]], ctx: Any) -> list[float]:
+    async def _score_all(self, problem: Problem, step_lists: list[list[str]], meter: Meter | None) -> list[float]:
         if not step_lists:
             return []
+        admitted = len(step_lists) if meter is None else meter.reserve(len(step_lists))
+        refused = [UNSCORED] * (len(step_lists) - admitted)
+        step_lists = step_lists[:admitted]
         question = _question(problem)
         if self.model is None:
             self.model = await self.transport.first_model(
                 self.root_url + "/v1/models", "pass model= (or set INFSCALE_PRM_MODEL)")
-        tasks = [asyncio.ensure_future(self._one(question, steps, ctx)) for steps in step_lists]
+        tasks = [asyncio.ensure_future(self._one(question, steps, meter)) for steps in step_lists]
         try:
-            return list(await asyncio.gather(*tasks))
+            return list(await asyncio.gather(*tasks)) + refused
         except BaseException:
             for t in tasks:
                 t.cancel()
@@ -216,16 +222,16 @@ class PRMHttpScorer(Scorer):
         """Close the connection pool (optional: it is also dropped with its event loop)."""
         await self.transport.aclose()
 
-    async def _one(self, question: str, steps: list[str], ctx: Any) -> float:
+    async def _one(self, question: str, steps: list[str], meter: Meter | None) -> float:
         async with self.transport.semaphore:
             data = await self.transport.request("POST", self.url, self.body(question, steps))
         p = self.parse(data)
-        usage = getattr(ctx, "usage", None)
-        if usage is not None:  # one scorer query = one call; the PRM generates nothing
+        if meter is not None:  # one scorer query = one call, with the tokens the server reports
             reported = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-            prompt_tokens = reported.get("prompt_tokens")
-            usage.add(Completion(text="", finish_reason="stop", generated_tokens=0,
-                                 prompt_tokens=prompt_tokens if _is_number(prompt_tokens) else 0))
+            prompt, generated = reported.get("prompt_tokens"), reported.get("completion_tokens")
+            meter.charge(Completion(text="", finish_reason="stop",
+                                    prompt_tokens=int(prompt) if _is_number(prompt) else 0,
+                                    generated_tokens=int(generated) if _is_number(generated) else 0))
         return prob_to_logscore(p)
 
     # ------------------------------------------------------------------ parsing

@@ -13,18 +13,21 @@ Either way one token is generated greedily with its top logprobs and the score i
 "no" (any case, surrounding space); when neither appears among the top alternatives the score is
 ``log 0.5`` (no information). It needs no extra model and costs one call and one generated token
 (plus the prompt) per candidate or step, each charged to the request's usage and budget through
-``ctx.generate``. The scorer serves both roles: ``kind`` is ``outcome`` and ``process_capable``
-is True.
+the request's :class:`~infscale.meter.Meter`; a candidate whose call the budget refused is
+unscored (NaN). It needs top logprobs: on a generator that reports none it raises a one-line
+ConfigError before any call (scoring every candidate ``log 0.5`` would be silent noise). The
+scorer serves both roles: ``kind`` is ``outcome`` and ``process_capable`` is True.
 """
 
 from __future__ import annotations
 
 import math
 
+from ..meter import BUDGET, Meter
 from ..params import SamplingParams
-from ..types import GenRequest, Problem
+from ..types import Completion, GenRequest, Problem
 from ..tasks.prompts import question_text
-from .base import Scorer, prob_to_logscore
+from .base import UNSCORED, Scorer, prob_to_logscore
 
 __all__ = ["SelfEvalScorer"]
 
@@ -36,7 +39,7 @@ class SelfEvalScorer(Scorer):
     name = "self-eval"
     kind = "outcome"
     process_capable = True
-    needs_model = True
+    requires = ("top_logprobs",)
 
     def __init__(self, top_logprobs: int = 20):
         self.top_logprobs = top_logprobs
@@ -91,17 +94,27 @@ class SelfEvalScorer(Scorer):
             return GenRequest(params=self._params(), messages=[{"role": "user", "content": body}], key="self-eval-step")
         return GenRequest(params=self._params(), prompt=body + "\nReply:", key="self-eval-step")
 
-    def _logscores(self, outs) -> list[float]:
-        return [prob_to_logscore(self.p_yes(c.top_logprobs[0] if c.top_logprobs else None)) for c in outs]
+    def _logscore(self, c: Completion) -> float:
+        if c.finish_reason == BUDGET:
+            return UNSCORED
+        return prob_to_logscore(self.p_yes(c.top_logprobs[0] if c.top_logprobs else None))
 
-    async def score(self, problem, texts, ctx):
-        reqs = [self._request(problem, t, ctx.chat) for t in texts]
-        return self._logscores(await ctx.generate(reqs, purpose="scorer"))
+    async def _ask(self, meter: Meter | None, build) -> list[float]:
+        if meter is None:
+            raise TypeError(f"scorer {self.name!r} calls the model: pass the request's Meter, not None")
+        await self.check(meter)
+        reqs = build(meter.chat)
+        if not reqs:
+            return []
+        return [self._logscore(c) for c in await meter.generate(reqs)]
 
-    async def score_steps(self, problem, prefixes, steps, ctx):
+    async def score(self, problem, texts, meter):
+        return await self._ask(meter, lambda chat: [self._request(problem, t, chat) for t in texts])
+
+    async def score_steps(self, problem, prefixes, steps, meter):
         """``log P(Yes)/(P(Yes)+P(No))`` for "is ``steps[i]`` a correct next step after
-        ``prefixes[i]``?"; one greedy one-token call per step, charged through ``ctx``."""
+        ``prefixes[i]``?"; one greedy one-token call per step, charged through the meter."""
         if len(prefixes) != len(steps):
             raise ValueError(f"score_steps needs one prefix per step, got {len(prefixes)} and {len(steps)}")
-        reqs = [self._step_request(problem, p, s, ctx.chat) for p, s in zip(prefixes, steps)]
-        return self._logscores(await ctx.generate(reqs, purpose="scorer"))
+        return await self._ask(meter, lambda chat: [self._step_request(problem, p, s, chat)
+                                                    for p, s in zip(prefixes, steps)])

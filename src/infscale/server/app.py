@@ -198,6 +198,7 @@ async def _generate(request: Request, body: ChatCompletionRequest | CompletionRe
     try:
         service.check_open()
         plan = service.plan(body)
+        await service.check_capabilities(plan)
     except Exception as e:  # noqa: BLE001 - every fault becomes an OpenAI error
         return error_response(e)
     prefix = "chatcmpl" if plan.kind == "chat" else "cmpl"

@@ -2,9 +2,12 @@
 
 A request is turned into a :class:`Plan` (which strategy, how wide, which scorer and task,
 the sampling parameters and limits) before it takes a concurrency slot, so the caller's
-mistakes never wait in the queue. The plan's :class:`~infscale.types.Problem` is run by the
-shared runner, with the generator wrapped in a meter that counts every completion (strategy
-and scorer calls alike) for the metrics and for streamed progress.
+mistakes never wait in the queue; a strategy or scorer that needs a capability the served
+generator lacks (log-probabilities, ...) is refused then too. The plan's
+:class:`~infscale.types.Problem` is run by the shared runner, whose
+:class:`~infscale.meter.Meter` reports every completion (strategy and scorer calls alike) to
+the service's callback for the metrics and for streamed progress; the generator itself is
+passed as it is, so its ``free`` and ``generate_settled`` are its own.
 
 Model names: ``STRATEGY[-BUDGET]:MODEL`` (``majority-8:smollm2-135m``), parsed generically
 against the strategy registry: split on the first ``:``, then the longest registered strategy
@@ -22,19 +25,19 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import aclosing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..tasks import get_task, group_answers
-from ..backends.base import Generator, OnFinish
+from ..backends.base import Generator
 from ..errors import ConfigError
 from ..params import Budget, SamplingParams
 from ..scorers import get_scorer
 from ..strategies import STRATEGIES, get_strategy
-from ..strategies.runner import run
-from ..types import Candidate, Completion, GenRequest, Problem, Result
+from ..meter import Meter
+from ..strategies.runner import check_capabilities, resolve, run
+from ..types import Candidate, Completion, Problem, Result
 from .errors import ApiError
 from .metrics import Metrics
 from .protocol import ChatCompletionRequest, CompletionRequest
@@ -128,44 +131,6 @@ class Progress:
     def to_dict(self, budget: int) -> dict[str, Any]:
         return {"calls": self.calls, "budget": budget, "prompt_tokens": self.prompt_tokens,
                 "generated_tokens": self.generated_tokens, "seconds": round(time.monotonic() - self.started, 3)}
-
-
-class _Metered(Generator):
-    """The served generator as one request sees it: every completion is reported to
-    ``on_completion`` (metrics, progress) before the strategy sees it. Everything else
-    (capabilities, ``free`` of kept trajectories, ...) is the inner generator's."""
-
-    def __init__(self, inner: Generator, on_completion: Callable[[Completion], None]):
-        self._inner = inner
-        self._on = on_completion
-        self.name = inner.name
-
-    @property
-    def capabilities(self):  # type: ignore[override]
-        return self._inner.capabilities
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def generate(self, requests: list[GenRequest]) -> list[Completion]:
-        outs = await self._inner.generate(requests)
-        for c in outs:
-            self._on(c)
-        return outs
-
-    async def stream(self, requests: list[GenRequest], on_finish: OnFinish | None = None
-                     ) -> AsyncIterator[tuple[int, Completion]]:
-        def seen(i: int, c: Completion) -> None:
-            self._on(c)
-            if on_finish is not None:
-                on_finish(i, c)
-
-        async with aclosing(self._inner.stream(requests, on_finish=seen)) as items:
-            async for item in items:
-                yield item
-
-    async def aclose(self) -> None:  # the served generator outlives every request
-        return None
 
 
 class Admission:
@@ -329,6 +294,17 @@ class Service:
             progress=bool(ext and ext.progress),
         )
 
+    async def check_capabilities(self, plan: Plan) -> None:
+        """Refuse (400, naming the request field) a plan whose strategy or scorer needs a
+        capability the served generator lacks, before it takes a slot."""
+        strat, opts, sc = resolve(plan.strategy, plan.scorer, plan.options)
+        try:
+            await check_capabilities(Meter(self.generator), strat, opts, sc)
+        except ConfigError as e:
+            field = {"scorer": "infscale.scorer"}.get(e.param) or (
+                "infscale.params." + e.param[len("param "):] if e.param.startswith("param ") else e.param)
+            raise ApiError(400, f"{field}: {str(e).split(': ', 1)[-1]}", param=field, code="unsupported") from None
+
     # ----------------------------------------------------------------- execution
     def check_open(self) -> None:
         if self.draining:
@@ -349,13 +325,13 @@ class Service:
                 progress.generated_tokens += c.generated_tokens
                 progress.changed.set()
 
-        gen = _Metered(self.generator, seen)
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
         try:
-            return await run(plan.problem, gen, plan.strategy, n=plan.budget, scorer=plan.scorer, params=plan.params,
-                             budget=plan.limits, seed=plan.seed, options=plan.options)
+            return await run(plan.problem, self.generator, plan.strategy, n=plan.budget, scorer=plan.scorer,
+                             params=plan.params, budget=plan.limits, seed=plan.seed, options=plan.options,
+                             on_completion=seen)
         finally:
             if task is not None:
                 self.tasks.discard(task)

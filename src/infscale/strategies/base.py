@@ -1,15 +1,16 @@
-"""What a strategy is, and the metered context the runner gives it.
+"""What a strategy is, and the context the runner gives it.
 
 A strategy is ``init(ctx) -> state`` and ``async step(state, ctx) -> (state, info)`` plus
 ``select(state, ctx) -> Result``; the runner (:mod:`infscale.strategies.runner`) is the only
-loop. Strategies reach the model only through :class:`Context`, which charges every call
-(strategy and scorer alike) to one :class:`~infscale.types.Usage` and refuses work once the
-:class:`~infscale.params.Budget` is spent.
+loop. Strategies reach the model only through the context's :class:`~infscale.meter.Meter`,
+which charges every call (strategy and scorer alike) to one :class:`~infscale.types.Usage`,
+returns one completion per request (``finish_reason="budget"`` for a request the
+:class:`~infscale.params.Budget` refused) and raises :class:`~infscale.meter.BudgetExhausted`
+once it admits nothing more.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,17 +18,14 @@ from typing import Any
 from ..tasks import AnswerTask
 from ..backends.base import Generator
 from ..errors import ConfigError
+from ..meter import BudgetExhausted, Meter
 from ..params import Budget, SamplingParams
 from ..rng import derive_seed
 from ..scorers.base import Scorer
 from ..tasks.prompts import build_request
 from ..types import Completion, GenRequest, Problem, Usage
 
-__all__ = ["BudgetExhausted", "Context", "Strategy", "ParamSpec"]
-
-
-class BudgetExhausted(Exception):
-    """Raised by :class:`Context` when the budget allows no more work."""
+__all__ = ["BudgetExhausted", "Context", "Strategy", "ParamSpec", "Requirement"]
 
 
 @dataclass
@@ -35,58 +33,48 @@ class Context:
     """Everything a strategy may use for one problem: the metered model, scorer and task."""
 
     problem: Problem
-    generator: Generator
+    meter: Meter
     task: AnswerTask
     params: SamplingParams
     n: int
     seed: int
-    budget: Budget
     scorer: Scorer | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    usage: Usage = field(default_factory=Usage)
-    started: float = field(default_factory=time.monotonic)
-    stopped_by_budget: bool = False
+
+    # -- the meter's state, read through the context ------------------------------------
+    @property
+    def generator(self) -> Generator:
+        return self.meter.generator
+
+    @property
+    def budget(self) -> Budget:
+        return self.meter.budget
+
+    @property
+    def usage(self) -> Usage:
+        return self.meter.usage
+
+    @property
+    def started(self) -> float:
+        return self.meter.started
+
+    @property
+    def stopped_by_budget(self) -> bool:
+        return self.meter.stopped_by_budget
+
+    @stopped_by_budget.setter
+    def stopped_by_budget(self, value: bool) -> None:
+        self.meter.stopped_by_budget = value
 
     @property
     def chat(self) -> bool:
-        return self.generator.capabilities.chat_template
+        return self.meter.chat
 
-    # -- budget -----------------------------------------------------------------------
     def remaining_calls(self) -> int | None:
-        if self.budget.calls is None:
-            return None
-        return max(0, self.budget.calls - self.usage.calls)
+        return self.meter.remaining_calls()
 
     def exhausted(self) -> bool:
-        b, u = self.budget, self.usage
-        if b.generated_tokens is not None and u.generated_tokens >= b.generated_tokens:
-            return True
-        if b.calls is not None and u.calls >= b.calls:
-            return True
-        if b.seconds is not None and time.monotonic() - self.started >= b.seconds:
-            return True
-        return False
-
-    def _admit(self, requests: list[GenRequest]) -> list[GenRequest]:
-        if self.exhausted():
-            self.stopped_by_budget = True
-            raise BudgetExhausted()
-        room = self.remaining_calls()
-        if room is not None and room < len(requests):
-            self.stopped_by_budget = True
-            requests = requests[:room]
-        b = self.budget
-        if b.generated_tokens is not None:
-            left = b.generated_tokens - self.usage.generated_tokens
-            requests = [
-                r if r.params.max_tokens <= left else _with_params(r, r.params.with_(max_tokens=max(1, left)))
-                for r in requests
-            ]
-        return requests
-
-    def _charge(self, c: Completion) -> None:
-        self.usage.add(c)
-        self.usage.seconds = time.monotonic() - self.started
+        return self.meter.exhausted()
 
     # -- metered model calls ----------------------------------------------------------
     def sample_request(self, index: int, **param_changes: Any) -> GenRequest:
@@ -95,48 +83,33 @@ class Context:
         seed = derive_seed(self.seed, self.problem.id, index)
         return build_request(self.problem, params, chat=self.chat, seed=seed, key=f"{self.problem.id}/{index}")
 
-    async def generate(self, requests: list[GenRequest], purpose: str = "strategy") -> list[Completion]:
-        """Generate (fewer if the call budget is nearly spent), charging every completion."""
-        requests = self._admit(requests)
-        outs = await self.generator.generate(requests)
-        for c in outs:
-            self._charge(c)
-        return outs
+    async def generate(self, requests: list[GenRequest]) -> list[Completion]:
+        """:meth:`Meter.generate <infscale.meter.Meter.generate>`: one completion per request."""
+        return await self.meter.generate(requests)
 
-    async def generate_settled(self, requests: list[GenRequest], purpose: str = "strategy") -> list[Completion]:
-        """Like :meth:`generate`, but a failed request comes back with ``finish_reason="error"``
-        (and is charged as a call) instead of failing the batch."""
-        requests = self._admit(requests)
-        outs = await self.generator.generate_settled(requests)
-        for c in outs:
-            self._charge(c)
-        return outs
+    async def generate_settled(self, requests: list[GenRequest]) -> list[Completion]:
+        """:meth:`Meter.generate_settled <infscale.meter.Meter.generate_settled>`."""
+        return await self.meter.generate_settled(requests)
 
-    async def stream(self, requests: list[GenRequest]) -> AsyncIterator[tuple[int, Completion]]:
-        """Yield ``(index, completion)`` as they finish; stop (cancelling the rest) once the
-        budget is spent."""
-        requests = self._admit(requests)
-        unread: set[int] = set()  # finished and paid for, not yet handed on
+    def stream(self, requests: list[GenRequest]) -> AsyncIterator[tuple[int, Completion]]:
+        """:meth:`Meter.stream <infscale.meter.Meter.stream>`: every request, as it finishes."""
+        return self.meter.stream(requests)
 
-        def paid(i: int, c: Completion) -> None:
-            self._charge(c)
-            unread.add(i)
-
-        agen = self.generator.stream(requests, on_finish=paid)
-        try:
-            async for i, c in agen:
-                unread.discard(i)
-                yield i, c
-                if not unread and self.exhausted():
-                    self.stopped_by_budget = True
-                    break
-        finally:
-            await agen.aclose()
+    def free(self, handle) -> None:
+        self.meter.free(handle)
 
 
-def _with_params(r: GenRequest, params: SamplingParams) -> GenRequest:
-    return GenRequest(params=params, messages=r.messages, prompt=r.prompt, prefix=r.prefix, seed=r.seed,
-                      key=r.key, parent=r.parent, keep=r.keep)
+@dataclass(frozen=True)
+class Requirement:
+    """A generator capability a strategy needs with given settings, checked before any call.
+
+    ``capability`` is an attribute of :class:`~infscale.backends.base.Capabilities`; ``param``
+    names the setting that asked for it and ``accepted`` what would work without it."""
+
+    capability: str
+    param: str
+    who: str
+    accepted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +159,10 @@ class Strategy:
     def wants_scorer(self, options: dict[str, Any]) -> bool:
         """Whether, with these settings, the strategy uses a scorer (the default one if none given)."""
         return self.default_scorer is not None
+
+    def requires(self, options: dict[str, Any]) -> list[Requirement]:
+        """Generator capabilities these settings need (the runner checks them before any call)."""
+        return []
 
     def options(self, given: dict[str, Any]) -> dict[str, Any]:
         """Validate ``--param`` settings against :attr:`params`; fill defaults."""

@@ -1,9 +1,11 @@
 """The runner: the only outer loop. It owns the budget, the context and cancellation.
 
-``run`` validates what the caller gave (strategy, n, scorer, settings), builds the metered
-:class:`~infscale.strategies.base.Context`, then calls ``strategy.step`` until the strategy is
-done or the budget is spent, and always lets the strategy cancel outstanding work before it
-selects its result from what it has.
+``run`` validates what the caller gave (strategy, n, scorer, settings), builds the request's
+:class:`~infscale.meter.Meter` and the :class:`~infscale.strategies.base.Context` around it,
+checks that the generator has every capability the strategy and scorer need (a one-line
+ConfigError before any call otherwise), then calls ``strategy.step`` until the strategy is done
+or the budget is spent, and always lets the strategy cancel outstanding work before it selects
+its result from what it has.
 """
 
 from __future__ import annotations
@@ -15,19 +17,39 @@ from typing import Any
 from ..tasks import get_task
 from ..backends.base import Generator
 from ..errors import ConfigError
+from ..meter import Meter, OnCompletion
 from ..params import Budget, SamplingParams
 from ..scorers import Scorer, get_scorer
 from ..types import Problem, Result
 from . import get_strategy
 from .base import BudgetExhausted, Context, Strategy
 
-__all__ = ["run", "check_n"]
+__all__ = ["run", "check_n", "resolve", "check_capabilities"]
 
 
 def check_n(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError("n", f"got {n!r}", "an integer >= 1 (samples, particles or beams)")
     return n
+
+
+def resolve(strategy: str | Strategy, scorer: str | Scorer | None = None, options: dict[str, Any] | None = None
+            ) -> tuple[Strategy, dict[str, Any], Scorer | None]:
+    """The strategy, its validated settings, and the scorer it will use (given, else its default
+    when these settings use one)."""
+    strat = get_strategy(strategy)
+    opts = strat.options(options or {})
+    sc = get_scorer(scorer if scorer is not None else (strat.default_scorer if strat.wants_scorer(opts) else None))
+    return strat, opts, sc
+
+
+async def check_capabilities(meter: Meter, strat: Strategy, opts: dict[str, Any], sc: Scorer | None) -> None:
+    """A one-line ConfigError, before any model call, if the generator lacks a capability the
+    strategy (with these settings) or the scorer needs."""
+    for need in strat.requires(opts):
+        await meter.require(need.capability, who=need.who, param=need.param, accepted=need.accepted)
+    if sc is not None:
+        await sc.check(meter)
 
 
 async def run(
@@ -42,22 +64,24 @@ async def run(
     seed: int = 0,
     options: dict[str, Any] | None = None,
     trace: bool = False,
+    on_completion: OnCompletion | None = None,
 ) -> Result:
     """Run ``strategy`` on ``problem`` with ``generator``; return its :class:`Result`.
 
     ``n`` is the width (samples, particles or beams). ``options`` are the strategy's own
     settings (``--param``). ``scorer`` defaults to the strategy's documented default scorer.
+    ``on_completion`` sees every completion charged to the request (strategy and scorer calls).
     """
-    strat = get_strategy(strategy)
+    strat, opts, sc = resolve(strategy, scorer, options)
     n = check_n(n)
-    opts = strat.options(options or {})
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError("seed", f"got {seed!r}", "an integer")
-    sc = get_scorer(scorer if scorer is not None else (strat.default_scorer if strat.wants_scorer(opts) else None))
+    meter = Meter(generator, budget or Budget(), on_completion=on_completion)
     ctx = Context(
-        problem=problem, generator=generator, task=get_task(problem.task), params=params or SamplingParams(),
-        n=n, seed=seed, budget=budget or Budget(), scorer=sc, options=opts,
+        problem=problem, meter=meter, task=get_task(problem.task), params=params or SamplingParams(),
+        n=n, seed=seed, scorer=sc, options=opts,
     )
+    await check_capabilities(meter, strat, opts, sc)
     state = strat.init(ctx)
     steps: list[dict[str, Any]] = []
     try:

@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tasks import AnswerTask, group_answers
+from ..meter import BUDGET
 from ..types import Candidate, Completion, Result, Usage
 from . import voting
-from .base import BudgetExhausted, Context, ParamSpec, Strategy
+from .base import BudgetExhausted, Context, ParamSpec, Requirement, Strategy
 
 __all__ = ["SampleStrategy", "SAMPLE_STRATEGIES", "beta_leader_probability", "select_from"]
 
@@ -95,7 +96,7 @@ class SampleStrategy(Strategy):
         texts = [state.completions[i].text for i in sorted(state.completions)]
         if ctx.scorer is not None and texts and self.wants_scorer(ctx.options):
             try:
-                state.scores = await ctx.scorer.score(ctx.problem, texts, ctx)
+                state.scores = await ctx.scorer.score(ctx.problem, texts, ctx.meter)
             except BudgetExhausted:
                 state.scores = None
         state.finished = True
@@ -111,8 +112,10 @@ class SampleStrategy(Strategy):
         except StopAsyncIteration:
             state.sampling_done = True
             return state, {"event": "sampling done", "samples": len(state.completions)}
-        state.completions[i] = c
         info = {"event": "sample", "index": i, "tokens": c.generated_tokens, "finish": c.finish_reason}
+        if c.finish_reason == BUDGET:  # refused for budget: no sample
+            return state, info
+        state.completions[i] = c
         if self.adaptive and self._settled(state, ctx):
             state.stopped_early = True
             state.sampling_done = True
@@ -141,7 +144,9 @@ class SampleStrategy(Strategy):
         cands = []
         for j, i in enumerate(order):
             c = state.completions[i]
-            score = state.scores[j] if state.scores is not None and j < len(state.scores) else None
+            score = state.scores[j] if state.scores is not None else None
+            if score is not None and math.isnan(score):  # the budget refused its scoring call
+                score = None
             cands.append(Candidate(text=c.text, answer=ctx.task.extract(c.text), index=i, logprob=c.logprob,
                                    score=score, generated_tokens=c.generated_tokens,
                                    finish_reason=c.finish_reason, seed=c.seed))
@@ -162,6 +167,12 @@ class SampleStrategy(Strategy):
 
     def wants_scorer(self, options: dict[str, Any]) -> bool:
         return self._mode(options) == "score" or self.choose in ("best", "bom")
+
+    def requires(self, options: dict[str, Any]) -> list[Requirement]:
+        if self._mode(options) == "prob":
+            return [Requirement("logprobs", param="param by", who=f"strategy {self.name!r} with by=prob",
+                                accepted="by=score, or a generator that reports logprobs")]
+        return []
 
     def _log_weights(self, cands: list[Candidate], options: dict[str, Any]) -> list[float]:
         """Each candidate's log-weight in the vote: 0 (``count``), the outcome scorer's log-score

@@ -1,5 +1,7 @@
 """Test doubles that ship with infscale: fake generators, oracle scorers, a fake OpenAI server."""
 
-from .fakes import FakeGenerator, FakePotential, FakeStepModel, OracleScorer, answer_model
+from .fakes import (FakeGenerator, FakeHandle, FakePotential, FakeStepModel, ForkingFakeGenerator, OracleScorer,
+                    answer_model)
 
-__all__ = ["FakeGenerator", "FakePotential", "FakeStepModel", "OracleScorer", "answer_model"]
+__all__ = ["FakeGenerator", "FakeHandle", "FakePotential", "FakeStepModel", "ForkingFakeGenerator", "OracleScorer",
+           "answer_model"]

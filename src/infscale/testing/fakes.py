@@ -5,22 +5,28 @@ by the request's own seed, so the same seed gives the same text whatever the bat
 are whitespace words. ``yes_prob(request)`` drives self-evaluation: a request asking for top
 logprobs gets ``{"Yes": log p, "No": log(1 - p)}`` at its first position.
 :func:`answer_model` builds the classic test model: the right answer with probability ``p``,
-otherwise one of ``wrong`` answers uniformly.
+otherwise one of ``wrong`` answers uniformly. :class:`ForkingFakeGenerator` adds the embedded
+engine's trajectory handles (``keep``/``parent``/``free``) and tracks every handle it hands out,
+so a test can assert that a strategy frees all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..tasks import get_task
 from ..backends.base import Capabilities, Generator
+from ..errors import ConfigError
 from ..scorers.base import Scorer, prob_to_logscore
 from ..types import Completion, GenRequest
 
-__all__ = ["FakeGenerator", "answer_model", "OracleScorer", "FakeStepModel", "FakePotential"]
+__all__ = ["FakeGenerator", "answer_model", "OracleScorer", "FakeStepModel", "FakePotential", "ForkingFakeGenerator",
+           "FakeHandle"]
 
 
 def answer_model(p_correct: float, correct: str = "42", wrong: Sequence[str] = ("7", "13", "99")) -> Callable:
@@ -98,17 +104,18 @@ class OracleScorer(Scorer):
     name = "oracle"
     process_capable = True
 
-    async def score_steps(self, problem, prefixes, steps, ctx):
-        outs = await self.score(problem, steps, ctx)
+    async def score_steps(self, problem, prefixes, steps, meter):
+        outs = await self.score(problem, steps, meter)
         return [o if "answer" in s.lower() else 0.0 for o, s in zip(outs, steps)]
 
     def __init__(self, false_positive_rate: float = 0.0):
         self.fpr = false_positive_rate
 
-    async def score(self, problem, texts, ctx):
+    async def score(self, problem, texts, meter):
+        task = get_task(problem.task)
         out = []
         for t in texts:
-            ok = ctx.task.is_correct(ctx.task.extract(t), problem.reference)
+            ok = task.is_correct(task.extract(t), problem.reference)
             out.append(0.0 if ok else prob_to_logscore(self.fpr))
         return out
 
@@ -163,6 +170,60 @@ class FakePotential(Scorer):
         self.g = g
         self.calls = 0
 
-    async def score_steps(self, problem, prefixes, steps, ctx):
+    async def score_steps(self, problem, prefixes, steps, meter):
         self.calls += len(steps)
         return [float(self.g(FakeStepModel.steps_of(p), s.strip())) for p, s in zip(prefixes, steps)]
+
+
+class FakeHandle:
+    """A trajectory handle of :class:`ForkingFakeGenerator`: the text generated so far."""
+
+    __slots__ = ("text", "freed", "id")
+
+    def __init__(self, text: str, id: int):
+        self.text, self.freed, self.id = text, False, id
+
+    def __repr__(self) -> str:
+        return f"FakeHandle({self.id}, freed={self.freed})"
+
+
+class ForkingFakeGenerator(FakeGenerator):
+    """A fake with ``kv_fork``, held to the embedded engine's handle contract.
+
+    A ``keep=True`` request gets a :class:`FakeHandle` holding its text so far; a request with
+    ``parent=handle`` continues that text after its ``prefix`` (several requests may fork one
+    parent); :meth:`free` releases a handle (idempotent, like the engine). Forking a freed handle
+    fails as the engine does. ``held`` is the set of handles handed out and not yet freed,
+    ``handed_out`` how many there were in all. Replies come from ``reply`` as for
+    :class:`FakeGenerator` (a request's ``prefix`` is the whole text so far)."""
+
+    name = "fake-fork"
+
+    def __init__(self, reply: Callable[[GenRequest, np.random.Generator], str] | None = None, **kw):
+        super().__init__(reply, **kw)
+        self.capabilities = dataclasses.replace(self.capabilities, kv_fork=True)
+        self.held: set[FakeHandle] = set()
+        self.handed_out = 0
+
+    async def generate(self, requests: list[GenRequest]) -> list[Completion]:
+        plain = []
+        for r in requests:
+            if r.parent is not None:
+                if r.parent.freed:
+                    raise ConfigError("parent", "the handle was already freed", "a live handle")
+                r = dataclasses.replace(r, parent=None, prompt="(continued)", messages=None,
+                                        prefix=r.parent.text + r.prefix)
+            plain.append(r)
+        outs = await super().generate(plain)
+        for r, o in zip(plain, outs):
+            if r.keep:
+                self.handed_out += 1
+                o.handle = FakeHandle(r.prefix + o.text + (o.stop or ""), self.handed_out)
+                self.held.add(o.handle)
+        return outs
+
+    def free(self, handle) -> None:
+        if handle is None or handle.freed:
+            return
+        handle.freed = True
+        self.held.discard(handle)

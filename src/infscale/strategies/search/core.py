@@ -33,13 +33,14 @@ runs out the strategy answers from what it has (finished trajectories first).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...errors import ConfigError
 from ...rng import make_rng
 from ...types import Candidate, Result
-from ..base import Context, ParamSpec, Strategy
+from ..base import Context, ParamSpec, Requirement, Strategy
 from ..resampling import ess, normalize
 from . import extend
 
@@ -168,6 +169,11 @@ class SearchStrategy(Strategy):
     def wants_scorer(self, options):
         return True
 
+    def requires(self, options: dict[str, Any]) -> list[Requirement]:
+        """What the policies need of the generator with these settings (e.g. logprobs for a mixed score)."""
+        return [replace(r, who=f"strategy {self.name!r} ({r.who})")
+                for policy in self.config.policies() for r in getattr(policy, "requires", lambda o: [])(options)]
+
     # ------------------------------------------------------------------ init
     def init(self, ctx: Context) -> SearchState:
         return self.start(ctx)
@@ -231,8 +237,10 @@ class SearchStrategy(Strategy):
             scores = [0.0] * len(todo)
         else:
             prefixes = ["".join(c.steps[:-1]) for c in todo]
-            scores = await ctx.scorer.score_steps(ctx.problem, prefixes, [c.steps[-1] for c in todo], ctx)
+            scores = await ctx.scorer.score_steps(ctx.problem, prefixes, [c.steps[-1] for c in todo], ctx.meter)
         for c, s in zip(todo, scores):
+            if math.isnan(s):  # the budget refused its scoring call: the step stays unscored
+                continue
             self.config.weigh.update(c, float(s), ctx.options)
 
     def _finish(self, st: SearchState, ctx: Context) -> None:
@@ -299,6 +307,10 @@ class ParticleGibbs(Strategy):
 
     def wants_scorer(self, options):
         return True
+
+    def requires(self, options: dict[str, Any]) -> list[Requirement]:
+        return [replace(r, who=r.who.replace(repr(self.inner.name), repr(self.name), 1))
+                for r in self.inner.requires(options)]
 
     def init(self, ctx: Context) -> GibbsState:
         return GibbsState(sweep=self.inner.start(ctx), iterations=1)

@@ -27,7 +27,7 @@ from ...tasks import AnswerTask
 from ...types import AnswerMass, Candidate
 from .. import resampling as rs
 from .. import voting
-from ..base import Context, ParamSpec
+from ..base import Context, ParamSpec, Requirement
 from .core import Node, SearchState, aggregate
 
 __all__ = [
@@ -184,6 +184,12 @@ class Mixed:
     specs = {"aggregate": AGGREGATE,
              "mix": ParamSpec(float, 0.5, "score = mix * step mean token log-prob + (1 - mix) * scorer score",
                               lo=0.0, hi=1.0)}
+
+    def requires(self, options: dict[str, Any]) -> list[Requirement]:
+        if options["mix"] > 0:
+            return [Requirement("logprobs", param="param mix", who="a step score with mix > 0",
+                                accepted="mix=0, or a generator that reports logprobs")]
+        return []
 
     def update(self, n: Node, s: float, options: dict[str, Any]) -> None:
         mix = options["mix"]
