@@ -126,3 +126,47 @@ def test_serve_mistakes_are_one_line_exit_2():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.splitlines()[-1].startswith("infscale: error: model: unknown model")
     assert "Traceback" not in out.stderr
+
+
+
+@pytest.fixture(scope="module")
+def served_engine():
+    """The app on 127.0.0.1 in this process, serving an engine the test can inspect."""
+    from infscale.backends.llamacpp import LlamaEngine
+    from infscale.errors import ConfigError
+    from infscale.models import resolve_model
+    from infscale.server import ServerThread, create_app
+
+    try:
+        _, path, _ = resolve_model(MODEL)
+    except ConfigError as e:
+        pytest.skip(str(e))
+    engine = LlamaEngine(path, model_name=MODEL, chat_template="auto", n_ctx=4096, n_seq_max=16)
+    try:
+        with ServerThread(create_app(engine, model_name=MODEL)) as srv, \
+                httpx.Client(base_url=srv.root_url, timeout=300) as http:
+            yield engine, http
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("strategy", ["particle-filter", "beam-search", "best-first"])
+def test_step_level_search_behind_the_server_frees_every_sequence(served_engine, strategy):
+    """The served generator is the engine itself (the meter only observes), so the search's
+    ``free`` of kept KV sequences reaches it: afterwards no sequence is live or held."""
+    engine, http = served_engine
+    resp = http.post("/v1/chat/completions", json={
+        "model": f"{strategy}-2:{MODEL}", "messages": QUESTION, "max_tokens": 32, "seed": 1,
+        "infscale": {"params": {"max_steps": 2, "step_tokens": 12}}})
+    assert resp.status_code == 200, resp.text
+    usage = resp.json()["infscale"]["usage"]
+    assert usage["calls"] >= 2 and usage["generated_tokens"] > 0
+    deadline = time.monotonic() + 10  # frees reach the scheduler thread asynchronously
+    while time.monotonic() < deadline:
+        stats = engine.stats()
+        if stats["live"] == 0 and stats["free_sequences"] == engine.n_seq_max:
+            break
+        time.sleep(0.05)
+    stats = engine.stats()
+    assert stats["live"] == 0 and stats["queued"] == 0
+    assert stats["free_sequences"] == engine.n_seq_max, f"{strategy} left sequences held: {stats}"
