@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -236,16 +238,17 @@ async def test_python_face_over_http_without_logprobs_fails_after_the_probe_only
         await gen.aclose()
 
 
-def test_cli_face_exits_2_with_one_line(capsys):
-    from infscale.cli.main import main
-
+def test_cli_face_exits_2_with_one_line():
+    """In a subprocess: the CLI configures process-wide logging."""
     with FakeOpenAIServer(logprobs=False) as srv:
         for extra in (["--strategy", "weighted"], ["--strategy", "weighted", "--param", "by=prob"]):
-            code = main(["ask", "What is 6 * 7?", "--backend-url", srv.base_url, "--n", "2", *extra])
-            err = capsys.readouterr().err.strip().splitlines()[-1]
-            assert code == 2, err
+            out = subprocess.run([sys.executable, "-m", "infscale.cli.main", "ask", "What is 6 * 7?", "--backend-url",
+                                  srv.base_url, "--n", "2", *extra], capture_output=True, text=True, timeout=120)
+            err = out.stderr.strip().splitlines()[-1]
+            assert out.returncode == 2, out.stderr
             assert err.startswith("infscale: error:") and "logprobs" in err, err
-            assert ("self-eval" in err) if "by=prob" not in extra else ("by" in err), err
+            assert ("self-eval" in err) if "by=prob" not in extra else ("param by" in err), err
+            assert "Traceback" not in out.stderr
 
 
 def test_http_face_answers_400_naming_the_field():
