@@ -82,7 +82,8 @@ class Completion:
     distribution (temperature 1, no truncation); ``sampled_logprobs[i]`` under the distribution
     it was actually drawn from (temperature and truncation applied; 0.0 for greedy picks).
     ``finish_reason`` is ``stop`` (a stop string or end of text), ``length`` (max_tokens),
-    ``cancelled`` or ``error``.
+    ``cancelled``, ``error``, or ``budget`` (refused by the request's budget: no text, zero
+    tokens, not a call; see :mod:`infscale.meter`).
     """
 
     text: str
