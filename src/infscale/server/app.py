@@ -473,6 +473,7 @@ async def _model_name(gen: Generator) -> str:
 
 
 def _version() -> str:
-    from .. import __version__  # noqa: PLC0415
+    # the installed distribution's version (the package root imports the API layer above us)
+    from importlib.metadata import version  # noqa: PLC0415
 
-    return __version__
+    return version("infscale")
