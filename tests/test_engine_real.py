@@ -193,10 +193,13 @@ def test_self_eval_scores_real_candidates(engine):
 def test_adaptive_stop_cancels_outstanding_samples_in_the_engine(engine):
     free0 = engine.stats()["free_sequences"]
     params = SamplingParams(temperature=0.1, max_tokens=64)
-    r = infscale.ask("What is 2 + 2?", "adaptive", n=16, generator=engine, params=params, min_samples=3, threshold=0.9)
-    assert r.stopped_early and len(r.candidates) < 16
+    # 32 samples through the fixture's 16 live slots: the first 16 are nearly identical and
+    # finish in the same decode step (drawn together, resolved together), so the stop can only
+    # save the 16 still waiting or just started
+    r = infscale.ask("What is 2 + 2?", "adaptive", n=32, generator=engine, params=params, min_samples=3, threshold=0.9)
+    assert r.stopped_early and len(r.candidates) < 32
     # every finished sample is charged; the cancelled ones never finished
-    assert r.usage.calls < 16
+    assert r.usage.calls < 32
 
     async def settle():
         for _ in range(50):
