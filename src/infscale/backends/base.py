@@ -32,7 +32,6 @@ class Capabilities:
     kv_fork: bool = False
     chat_template: bool = True  # False: a base model prompted with plain text
     reports_stop: bool = True  # Completion.stop names the stop string that ended it (None: end of text)
-    reports_stop: bool = True  # Completion.stop tells a stop string apart from end of text
 
 
 def _settle(o) -> Completion:
