@@ -138,3 +138,15 @@ def test_every_command_module_registers_and_no_phantom_commands(capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench"])
     assert e.value.code == 2 and "invalid choice: 'bench'" in capsys.readouterr().err
+
+
+def test_ask_with_backend_url_names_the_server_not_an_embedded_model():
+    """``--backend-url`` loads no embedded model: the progress line names the server it uses."""
+    from infscale.testing.fake_openai import FakeOpenAIServer
+
+    with FakeOpenAIServer() as srv:
+        out = subprocess.run([sys.executable, "-m", "infscale.cli.main", "ask", "What is 6 * 7?", "--backend-url",
+                              srv.base_url, "--n", "2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "loading" not in out.stderr and "smollm2" not in out.stderr, out.stderr
+    assert f"using the server at {srv.base_url}" in out.stderr, out.stderr

@@ -149,7 +149,10 @@ def _ask(args) -> int:
         engine_options["n_threads"] = threads_setting(args.threads, "--threads")
 
     t0 = time.monotonic()
-    _progress(f"loading {args.model or 'smollm2-135m'} ...")
+    if args.backend_url is None:
+        _progress(f"loading {args.model or 'smollm2-135m'} ...")
+    else:
+        _progress(f"using the server at {args.backend_url} (model: {args.model or 'its first model'}) ...")
     gen = load_generator(args.model, backend_url=args.backend_url, **engine_options)
     _progress(f"running {strat.name} with n={args.n} ({time.monotonic() - t0:.1f}s to load)")
     problem = Problem(question=args.question, task=args.task, id="cli")
