@@ -180,6 +180,27 @@ def test_step_search_without_prefill_or_fork_fails_before_any_call(strategy):
     assert gen.started == 0 and gen.calls == 0
 
 
+class ProbesNoPrefill(FakeStepModel):
+    """Learns its capabilities when probed, as a server's generator does: no prefill, no fork."""
+
+    async def ensure_ready(self):
+        self.capabilities = Capabilities(chat_template=True, prefill=False, kv_fork=False)
+
+
+@pytest.mark.parametrize("strategy", sorted(SEARCH_STRATEGIES))
+def test_step_search_checks_prefill_in_the_runner_after_the_probe_before_any_call(strategy):
+    gen = ProbesNoPrefill(three_steps)
+    req = [r for r in STRATEGIES[strategy].requires(STRATEGIES[strategy].options({}))
+           if r.capability == ("prefill", "kv_fork")]
+    assert len(req) == 1 and req[0].param == "strategy"
+    with pytest.raises(ConfigError, match="strategy") as e:
+        run(strategy, 4, model=gen)
+    msg = str(e.value)
+    assert "\n" not in msg and repr(strategy) in msg and repr(gen.name) in msg and "kv_fork" in msg, msg
+    assert "a sample-level strategy" in msg, msg
+    assert gen.started == 0 and gen.calls == 0
+
+
 class Refusing(FakeStepModel):
     """Refuses every request after the first ``allowed``, as the meter does for budget."""
 

@@ -96,15 +96,19 @@ class Meter:
             await self.generator.ensure_ready()
             self._ready = True
 
-    async def require(self, capability: str, *, who: str, param: str, accepted: str | None = None) -> None:
+    async def require(self, capability: str | tuple[str, ...], *, who: str, param: str,
+                      accepted: str | None = None) -> None:
         """Raise a one-line ConfigError unless the generator has ``capability`` (an attribute of
-        :class:`~infscale.backends.base.Capabilities`). ``who`` names the scorer or strategy that
-        needs it, ``param`` the setting the user chose it with."""
-        if not hasattr(Capabilities, capability):
+        :class:`~infscale.backends.base.Capabilities`, or a tuple of them: any one suffices). ``who``
+        names the scorer or strategy that needs it, ``param`` the setting the user chose it with."""
+        names = (capability,) if isinstance(capability, str) else tuple(capability)
+        unknown = [c for c in names if not hasattr(Capabilities, c)]
+        if unknown or not names:
             raise ValueError(f"unknown capability {capability!r}")
         await self.ready()
-        if not getattr(self.capabilities, capability):
-            raise ConfigError(param, f"{who} needs {describe_capability(capability)}, which the generator "
+        if not any(getattr(self.capabilities, c) for c in names):
+            needed = " or ".join(describe_capability(c) for c in names)
+            raise ConfigError(param, f"{who} needs {needed}, which the generator "
                               f"{self.generator.name!r} does not provide", accepted)
 
     # -- the budget ---------------------------------------------------------------------

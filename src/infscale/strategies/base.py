@@ -103,10 +103,11 @@ class Context:
 class Requirement:
     """A generator capability a strategy needs with given settings, checked before any call.
 
-    ``capability`` is an attribute of :class:`~infscale.backends.base.Capabilities`; ``param``
-    names the setting that asked for it and ``accepted`` what would work without it."""
+    ``capability`` is an attribute of :class:`~infscale.backends.base.Capabilities`, or a tuple
+    of them of which any one suffices; ``param`` names the setting that asked for it and
+    ``accepted`` what would work without it."""
 
-    capability: str
+    capability: str | tuple[str, ...]
     param: str
     who: str
     accepted: str | None = None

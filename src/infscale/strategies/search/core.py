@@ -171,8 +171,12 @@ class SearchStrategy(Strategy):
 
     def requires(self, options: dict[str, Any]) -> list[Requirement]:
         """What the policies need of the generator with these settings (e.g. logprobs for a mixed score)."""
-        return [replace(r, who=f"strategy {self.name!r} ({r.who})")
-                for policy in self.config.policies() for r in getattr(policy, "requires", lambda o: [])(options)]
+        steps = Requirement(("prefill", "kv_fork"), param="strategy",
+                            who=f"strategy {self.name!r} (continues the assistant turn step by step)",
+                            accepted="a sample-level strategy, or a generator with prefill (a completions endpoint, "
+                                     "continue_final_message) or kv_fork (the embedded engine)")
+        return [steps] + [replace(r, who=f"strategy {self.name!r} ({r.who})")
+                          for policy in self.config.policies() for r in getattr(policy, "requires", lambda o: [])(options)]
 
     # ------------------------------------------------------------------ init
     def init(self, ctx: Context) -> SearchState:
@@ -184,13 +188,6 @@ class SearchStrategy(Strategy):
         if ctx.scorer is not None and not (getattr(ctx.scorer, "process_capable", False) or ctx.scorer.kind == "process"):
             raise ConfigError("scorer", f"{ctx.scorer.name!r} scores whole solutions only",
                               "a process scorer: arith-check, self-eval, prm-http")
-        caps = ctx.generator.capabilities
-        if not (caps.prefill or caps.kv_fork):
-            raise ConfigError(
-                "strategy", f"{self.name!r} continues the assistant turn step by step, which generator "
-                f"{ctx.generator.name!r} cannot do (no assistant prefill, no kv_fork)",
-                "a sample-level strategy, or a generator with prefill (a completions endpoint, "
-                "continue_final_message) or kv_fork (the embedded engine)")
         st = SearchState(frontier=[], iteration=iteration, next_id=next_id)
         st.frontier = [st.new_node(parent=None, group=g) for g in range(self.config.expand.roots(ctx))]
         if reference is not None:
