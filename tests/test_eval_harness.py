@@ -8,6 +8,7 @@ numbers of an uninterrupted one. One test marked slow runs a tiny grid on the em
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -139,6 +140,23 @@ def test_pooled_results_match_direct_runs_at_the_largest_budget():
                     assert row["subsamples"] == 1 and row["answer"] == direct.answer
                     ok = any(a == p.reference for a in direct.answers[: spec.k])
                     assert row["correct"] == (1.0 if ok else 0.0)
+
+
+def test_pooled_spec_needing_logprobs_fails_before_any_call_like_the_runner():
+    """Pooled ``weighted:by=prob`` on a generator without logprobs: the runner's one-line
+    ConfigError, before any sample is generated (not every sample weighted equally)."""
+    gen = FakeGenerator(noisy_reply(0.5))
+    gen.capabilities = dataclasses.replace(gen.capabilities, logprobs=False)
+    with pytest.raises(ConfigError) as direct:
+        asyncio.run(infscale.run(problems(1)[0], gen, "weighted", n=2, options={"by": "prob"}))
+    cfg = EvalConfig(dataset="fake", strategies=["majority", "weighted:by=prob"], budgets=[1, 2], seeds=1)
+    with Store() as st:
+        rid = new_run(st, cfg)
+        with pytest.raises(ConfigError) as pooled:
+            run(st, rid, gen)
+        assert st.get_samples(rid) == [] and st.get_results(rid) == []
+    assert str(pooled.value) == str(direct.value) and "\n" not in str(pooled.value)
+    assert gen.calls == 0
 
 
 def test_budget_one_accuracy_is_the_pool_fraction_and_costs_scale():

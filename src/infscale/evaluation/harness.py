@@ -64,6 +64,7 @@ from ..scorers import SCORERS, Scorer, get_scorer
 from ..strategies import STRATEGIES, get_strategy
 from ..meter import Meter
 from ..strategies.base import Context, Strategy
+from ..strategies.runner import check_capabilities
 from ..strategies.runner import run as run_strategy
 from ..strategies.sample import SampleStrategy, select_from
 from ..tasks.prompts import build_request
@@ -425,6 +426,10 @@ class _Harness:
 
     # -- the grid -----------------------------------------------------------------------
     async def run(self) -> None:
+        # a pooled spec selects from stored samples without going through the runner, so it gets
+        # the runner's capability check here, before any call
+        for spec in self.pooled:
+            await check_capabilities(Meter(self.gen, Budget()), spec.strategy, spec.options, self._scorer(spec.scorer))
         sem = asyncio.Semaphore(self.config.concurrency)
 
         async def item(problem: Problem, seed: int) -> None:
