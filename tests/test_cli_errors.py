@@ -108,6 +108,8 @@ def test_subprocess_no_traceback_exit_2():
     assert "Traceback" not in p.stderr
     lines = p.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("infscale: error: n:")
+    # n is the width in units of independent samples in every strategy (compute-matched budgets)
+    assert "independent samples" in lines[0] and "particles or beams" not in lines[0], lines[0]
 
 
 def test_strategies_lists_every_strategy(capsys):

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("ask", help="answer one question with a strategy")
     a.add_argument("question")
     a.add_argument("--strategy", "-s", default="majority", help="strategy name (see `infscale strategies`)")
-    a.add_argument("--n", type=int, default=8, help="width: samples, particles or beams (default 8)")
+    a.add_argument("--n", type=int, default=8, help="width: about the compute of N independent samples, in every strategy (default 8)")
     a.add_argument("--scorer", default=None, help="scorer name (default: the strategy's own)")
     a.add_argument("--model", "-m", default=None, help="registered model name or .gguf path (default smollm2-135m)")
     a.add_argument("--backend-url", default=None, help="an OpenAI-compatible server instead of the embedded engine")

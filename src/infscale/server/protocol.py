@@ -51,7 +51,7 @@ class InfscaleOptions(_Strict):
     """
 
     strategy: StrictStr | None = Field(None, description="strategy name, e.g. majority, best-of-n, particle-filter")
-    budget: StrictInt | None = Field(None, ge=1, description="width: samples, particles or beams")
+    budget: StrictInt | None = Field(None, ge=1, description="width: about the compute of n independent samples")
     scorer: StrictStr | None = Field(None, description="scorer name (default: the strategy's own)")
     params: dict[str, ParamValue] = Field(default_factory=dict, description="strategy settings (--param key=value)")
     task: Literal["math", "mcq", "code", "text"] | None = Field(

@@ -29,7 +29,7 @@ __all__ = ["run", "check_n", "resolve", "check_capabilities"]
 
 def check_n(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError("n", f"got {n!r}", "an integer >= 1 (samples, particles or beams)")
+        raise ConfigError("n", f"got {n!r}", "an integer >= 1 (the width: about the compute of n independent samples)")
     return n
 
 
@@ -68,7 +68,8 @@ async def run(
 ) -> Result:
     """Run ``strategy`` on ``problem`` with ``generator``; return its :class:`Result`.
 
-    ``n`` is the width (samples, particles or beams). ``options`` are the strategy's own
+    ``n`` is the width, in units of independent samples: every strategy spends about the
+    tokens ``n`` independent samples would (docs/strategies.md). ``options`` are the strategy's own
     settings (``--param``). ``scorer`` defaults to the strategy's documented default scorer.
     ``on_completion`` sees every completion charged to the request (strategy and scorer calls).
     """
