@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -202,6 +204,21 @@ def test_deadline_abandons_slow_work_and_swallows_errors():
 
     assert _run_with_deadline(boom, 1.0) is False
     assert _run_with_deadline(lambda: True, 1.0) is True
+
+
+def test_first_comparison_in_a_fresh_process_is_decided_by_the_comparison_not_the_import():
+    """The deadline covers the comparison only: math-verify's import (sympy, about a second or
+    more under load) and first parse happen before it starts. In a fresh process a 0.25 s budget
+    still finds 1/2 = 0.5 (a comparison takes milliseconds once warm); with the import inside the
+    deadline it came out "not equal"."""
+    code = ("import sys, time\n"
+            "from infscale.tasks.math import MathTask\n"
+            "assert 'math_verify' not in sys.modules\n"
+            "t = MathTask(timeout=0.25)\n"
+            "print(t.equivalent('\\\\frac{1}{2}', '0.5'), t.equivalent('\\\\frac{1}{3}', '0.5'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"], out.stdout
 
 
 # --- math is_correct ---------------------------------------------------------------------------

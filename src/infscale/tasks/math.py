@@ -35,7 +35,8 @@ otherwise math-verify (symbolic/numeric equality of parsed LaTeX). Math-verify g
 work with ``signal.alarm``, which only works in the main thread; infscale calls equivalence from
 worker threads and executors, so math-verify is always called with its timeouts disabled and our
 own bound is an input-length cap plus a daemon thread that is abandoned (the comparison then
-counts as "not equal") when it runs past a deadline.
+counts as "not equal") when it runs past a deadline. The deadline covers the comparison only:
+math-verify is imported and warmed up once per process before the first deadline starts.
 """
 
 from __future__ import annotations
@@ -239,14 +240,33 @@ def _run_with_deadline(fn: Callable[[], bool], seconds: float) -> bool:
     return bool(outcome and outcome[0])
 
 
+_math_verify_lock = threading.Lock()
+_math_verify: tuple[Callable[..., Any], Callable[..., Any]] | None = None
+
+
+def _load_math_verify() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """math-verify's ``parse`` and ``verify``, imported and warmed up once per process.
+
+    The import pulls in sympy (seconds on a loaded machine) and the first parse builds the LaTeX
+    grammar; both happen here, before any comparison's deadline starts, so that a deadline
+    bounds only the comparison and an answer's equivalence does not depend on machine load."""
+    global _math_verify
+    with _math_verify_lock:
+        if _math_verify is None:
+            from math_verify import parse, verify  # imported lazily: pulls in sympy
+
+            # we disable math-verify's signal timeouts on purpose (our own deadline bounds it), so
+            # its warning that they are disabled would only be noise on every call
+            logging.getLogger("math_verify").setLevel(logging.ERROR)
+            verify(parse("$\\frac{1}{2}$", parsing_timeout=None), parse("$0.5$", parsing_timeout=None),
+                   timeout_seconds=None)
+            _math_verify = (parse, verify)
+        return _math_verify
+
+
 def _math_verify_equal(a: str, b: str) -> bool:
     """Symmetric math-verify comparison of two LaTeX answers, with signal timeouts disabled."""
-    from math_verify import parse, verify  # imported lazily: pulls in sympy (about 0.7 s)
-
-    # we disable math-verify's signal timeouts on purpose (our own deadline bounds it), so its
-    # warning that they are disabled would only be noise on every call
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-
+    parse, verify = _load_math_verify()
     pa = parse(f"${a}$", parsing_timeout=None)
     pb = parse(f"${b}$", parsing_timeout=None)
     if not pa or not pb:
@@ -319,6 +339,7 @@ class MathTask(AnswerTask):
             return math.isclose(fa, fb, rel_tol=self.rel_tol, abs_tol=1e-12)
         if len(ca) > self.max_chars or len(cb) > self.max_chars:
             return False
+        _load_math_verify()  # once per process, outside the deadline: it bounds the comparison only
         return _run_with_deadline(lambda: _math_verify_equal(ca, cb), self.timeout)
 
     def reference_answer(self, reference: Any) -> str | None:
