@@ -19,7 +19,7 @@ from infscale import Budget, Problem, SamplingParams
 from infscale.errors import BackendError, ConfigError
 from infscale.strategies import resampling as rs
 from infscale.strategies.search import SEARCH_STRATEGIES
-from infscale.testing import FakeGenerator, FakePotential, FakeStepModel
+from infscale.testing import FakeGenerator, FakePotential, FakeStepModel, ForkingFakeGenerator
 
 FIRST = {"a": 0.5, "b": 0.3, "c": 0.2}
 SECOND = {"a": {"x": 0.6, "y": 0.4}, "b": {"x": 0.1, "y": 0.9}, "c": {"x": 0.5, "y": 0.5}}
@@ -314,43 +314,6 @@ def test_trace_file_round_trip_and_tree(tmp_path, capsys):
 
 # -- sequence bookkeeping under KV forking -----------------------------------------------------
 
-class _Handle:
-    def __init__(self, text: str):
-        self.text, self.freed = text, False
-
-
-class ForkingFake(FakeGenerator):
-    """A fake with ``kv_fork``: ``keep=True`` requests get handles, ``parent=`` continues one; it
-    records every handle still held, as the embedded engine holds KV sequences."""
-
-    def __init__(self, reply):
-        super().__init__(reply)
-        from infscale.backends.base import Capabilities
-
-        self.capabilities = Capabilities(chat_template=True, kv_fork=True)
-        self.held: set[_Handle] = set()
-
-    async def generate(self, requests):
-        import dataclasses
-
-        plain = []
-        for r in requests:
-            if r.parent is not None:
-                assert not r.parent.freed, "a fork from a freed handle"
-                r = dataclasses.replace(r, parent=None, prompt="q", prefix=r.parent.text + r.prefix)
-            plain.append(r)
-        outs = await super().generate(plain)
-        for r, o in zip(plain, outs):
-            if r.keep:
-                o.handle = _Handle(r.prefix + o.text + (o.stop or ""))
-                self.held.add(o.handle)
-        return outs
-
-    def free(self, handle):
-        handle.freed = True
-        self.held.discard(handle)
-
-
 def _empty_first(req, rng):
     """Every step is preceded by an empty line (merged, never counted) and ends in an answer."""
     steps = FakeStepModel.steps_of(req.prefix)
@@ -362,7 +325,7 @@ def _empty_first(req, rng):
 @pytest.mark.parametrize("strategy", sorted(SEARCH_STRATEGIES))
 @pytest.mark.parametrize("reply", ["plain", "empty-steps"])
 def test_every_kept_sequence_is_freed(strategy, reply):
-    gen = ForkingFake(_empty_first if reply == "empty-steps" else FakeStepModel(next_steps).reply)
+    gen = ForkingFakeGenerator(_empty_first if reply == "empty-steps" else FakeStepModel(next_steps).reply)
     r = run(strategy, 4, model=gen, max_steps=4)
     assert r.candidates
     assert gen.held == set()
@@ -373,7 +336,7 @@ def test_every_kept_sequence_is_freed(strategy, reply):
 def test_sequences_are_freed_when_the_budget_stops_a_round_midway(strategy, calls):
     # the budget runs out in the middle of a round (between a step and its merged empty steps,
     # or before the scorer): the children already holding sequences are freed too
-    gen = ForkingFake(_empty_first)
+    gen = ForkingFakeGenerator(_empty_first)
     asyncio.run(infscale.run(Problem(question="q", task="text", id="p"), gen, strategy, n=4,
                              scorer=FakePotential(potential), budget=Budget(calls=calls), options={"max_steps": 4}))
     assert gen.held == set()
