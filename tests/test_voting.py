@@ -55,3 +55,38 @@ def test_choose_rules():
     assert voting.choose("vote", [], []) == []
     with pytest.raises(ValueError, match="unknown rule"):
         voting.choose("magic", classes, cands)
+
+
+def test_answer_classes_are_a_cache_of_the_pool_not_a_task_and_subsamples_compare_nothing():
+    """The harness groups a pool's answers once (:class:`AnswerClasses`, no task protocol: it
+    grades nothing) and folds subsamples by looking them up: the same classes as folding each
+    subsample by the task, without a single further equivalence call."""
+    import itertools
+
+    from infscale.tasks import AnswerClasses, AnswerTask, MathTask
+
+    class CountingMath(MathTask):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def equivalent(self, a, b):
+            self.calls += 1
+            return super().equivalent(a, b)
+
+    task = CountingMath()
+    pool = ["\\frac{1}{2}", "0.5", None, "3", "1/2", "3.0", "7"]
+    classes = AnswerClasses(task, pool)
+    assert not isinstance(classes, AnswerTask) and not hasattr(classes, "grade")
+    built = task.calls
+    assert classes.group(pool) == [0, 0, None, 1, 0, 1, 2]
+    for sub in itertools.combinations(range(len(pool)), 3):
+        cands = [cand(pool[i]) for i in sub]
+        task.calls = 0
+        cached = voting.fold(cands, [0.0] * 3, task, classes=classes)
+        assert task.calls == 0
+        direct = voting.fold(cands, [0.0] * 3, task)
+        assert [(c.answer, c.logw, c.members) for c in cached] == [(c.answer, c.logw, c.members) for c in direct]
+    assert built > 0
+    with pytest.raises(ValueError, match="another task"):
+        voting.fold([cand("3")], [0.0], MathTask(), classes=classes)

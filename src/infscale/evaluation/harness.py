@@ -55,7 +55,7 @@ from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..tasks import AnswerTask, get_task, group_answers
+from ..tasks import AnswerClasses, AnswerTask, get_task
 from ..backends.base import Generator
 from ..errors import BackendError, ConfigError
 from ..params import Budget, SamplingParams
@@ -289,26 +289,6 @@ def subsample_indices(pool_size: int, n: int, repeats: int, *seed_parts: object)
     return [tuple(sorted(int(i) for i in rng.choice(pool_size, size=n, replace=False))) for _ in range(repeats)]
 
 
-class _FoldedTask(AnswerTask):
-    """A task whose equivalence classes were computed once over a whole pool, so selection over
-    its subsamples compares class keys instead of calling math-verify again."""
-
-    def __init__(self, base: AnswerTask, answers: list[str | None]):
-        self.base = base
-        self.name = base.name
-        ids = group_answers(base, answers)
-        self.key = {a: f"class{k}" for a, k in zip(answers, ids) if a is not None}
-
-    def extract(self, text: str) -> str | None:
-        return self.base.extract(text)
-
-    def canonical(self, answer: str) -> str:
-        return self.key.get(answer) or self.base.canonical(answer)
-
-    def equivalent(self, a: str, b: str) -> bool:
-        return self.canonical(a) == self.canonical(b)
-
-
 # ---------------------------------------------------------------------------------------------
 # The harness.
 
@@ -530,7 +510,7 @@ class _Harness:
     def _pool_results(self, problem: Problem, seed: int, pool: list[dict[str, Any]]) -> None:
         base = get_task(problem.task)
         answers = [s["answer"] for s in pool]
-        task = _FoldedTask(base, answers)
+        classes = AnswerClasses(base, answers)  # grouped once: subsamples look their answers up
         graded: dict[str, bool] = {}
         for s in pool:
             if s["answer"] is not None:
@@ -549,7 +529,7 @@ class _Harness:
                 correct, chosen = [], []
                 cost = {"generated_tokens": 0.0, "prompt_tokens": 0.0, "calls": 0.0, "seconds": 0.0}
                 for sub in subsets:
-                    res = select_from(spec.strategy, [cands[i] for i in sub], task, spec.options)
+                    res = select_from(spec.strategy, [cands[i] for i in sub], base, spec.options, answer_classes=classes)
                     ok = any(self._answer_correct(a, graded, base) for a in res.answers[: spec.k]) \
                         if spec.k > 1 else self._answer_correct(res.answer, graded, base)
                     correct.append(1.0 if ok else 0.0)

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..tasks import AnswerTask, group_answers
+from ..tasks import AnswerClasses, AnswerTask, group_answers
 from ..meter import BUDGET
 from ..types import Candidate, Completion, Result, Usage
 from . import voting
@@ -153,10 +153,10 @@ class SampleStrategy(Strategy):
         return self._choose(cands, ctx.task, ctx.options, ctx.usage, n=state.target, stopped_early=state.stopped_early)
 
     def _choose(self, cands: list[Candidate], task: AnswerTask, options: dict[str, Any], usage: Usage, *,
-                n: int, stopped_early: bool) -> Result:
+                n: int, stopped_early: bool, answer_classes: AnswerClasses | None = None) -> Result:
         """The selection step over finished candidates: fold by the task's equivalence, weigh,
         choose by this strategy's rule (:mod:`infscale.strategies.voting`)."""
-        classes = voting.fold(cands, self._log_weights(cands, options), task)
+        classes = voting.fold(cands, self._log_weights(cands, options), task, classes=answer_classes)
         answers = voting.choose(self.choose, classes, cands, k=options.get("k", 1), alpha=options.get("alpha", 0.0))
         return Result(strategy=self.name, answer=answers[0] if answers else None, answers=answers,
                       distribution=voting.distribution(classes), candidates=cands, usage=usage, n=n,
@@ -186,12 +186,15 @@ class SampleStrategy(Strategy):
 
 
 def select_from(strategy: SampleStrategy, candidates: list[Candidate], task: AnswerTask,
-                options: dict[str, Any] | None = None, *, usage: Usage | None = None) -> Result:
+                options: dict[str, Any] | None = None, *, usage: Usage | None = None,
+                answer_classes: AnswerClasses | None = None) -> Result:
     """What ``strategy`` chooses from ``candidates`` (answers extracted, scores set): its selection
     step alone, without sampling. The evaluation harness uses it to apply several strategies to
-    subsamples of one shared pool of samples. ``options`` are the strategy's settings."""
+    subsamples of one shared pool of samples. ``options`` are the strategy's settings;
+    ``answer_classes`` the pool's answer classes, computed once by ``task`` (see
+    :func:`infscale.strategies.voting.fold`)."""
     return strategy._choose(list(candidates), task, strategy.options(options or {}), usage or Usage(),
-                            n=len(candidates), stopped_early=False)
+                            n=len(candidates), stopped_early=False, answer_classes=answer_classes)
 
 
 _BOM = {

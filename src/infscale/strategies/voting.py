@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..tasks import AnswerTask, group_answers
+from ..tasks import AnswerClasses, AnswerTask, group_answers
 from ..types import AnswerMass, Candidate
 
 __all__ = ["AnswerClass", "fold", "distribution", "choose", "RULES"]
@@ -53,12 +53,14 @@ class AnswerClass:
         return len(self.members)
 
 
-def fold(candidates: list[Candidate], logw: list[float], task: AnswerTask) -> list[AnswerClass]:
+def fold(candidates: list[Candidate], logw: list[float], task: AnswerTask, *,
+         classes: AnswerClasses | None = None) -> list[AnswerClass]:
     """Equivalence classes of the candidates' answers with log-weights, heaviest first.
 
     ``logw[i]`` is candidate ``i``'s log-weight (``-inf``: no weight). Candidates whose answer
     is ``None`` are left out. If every log-weight of an answered candidate is ``-inf``, each
-    counts once."""
+    counts once. ``classes``: answer classes computed once over a larger set by ``task`` (the
+    evaluation harness's pool), used instead of grouping these answers again."""
     if len(logw) != len(candidates):
         raise ValueError(f"fold: {len(candidates)} candidates but {len(logw)} log-weights")
     pairs = [(c, float(w)) for c, w in zip(candidates, logw) if c.answer is not None]
@@ -72,7 +74,10 @@ def fold(candidates: list[Candidate], logw: list[float], task: AnswerTask) -> li
         rel, top = [1.0] * len(pairs), 0.0  # nothing known: count each once
     else:
         rel = [math.exp(w - top) if not math.isnan(w) else 0.0 for _, w in pairs]
-    ids = group_answers(task, [c.answer for c, _ in pairs])
+    answers = [c.answer for c, _ in pairs]
+    if classes is not None and classes.task is not task:
+        raise ValueError("fold: the answer classes were computed by another task")
+    ids = classes.group(answers) if classes is not None else group_answers(task, answers)
     order: list[int] = []
     mass: dict[int, float] = {}
     members: dict[int, list[Candidate]] = {}

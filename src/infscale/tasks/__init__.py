@@ -3,7 +3,7 @@ holds its prompt, answer extraction, equivalence, whether a step ends the answer
 against a reference; :mod:`.base` holds the protocol and the one "Answer:" rule; :mod:`.prompts`
 turns a problem into a generation request through its task."""
 
-from .base import AnswerTask, extract_boxed, group_answers
+from .base import AnswerClasses, AnswerTask, extract_boxed, group_answers
 from .code import CodeTask
 from .math import MathTask, canonicalize_math
 from .mcq import McqTask
@@ -20,6 +20,7 @@ __all__ = [
     "TASKS",
     "get_task",
     "group_answers",
+    "AnswerClasses",
     "extract_boxed",
     "canonicalize_math",
     "build_request",

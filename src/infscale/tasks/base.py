@@ -198,6 +198,36 @@ def group_answers(task: AnswerTask, answers: Sequence[str | None]) -> list[int |
     return ids
 
 
+class AnswerClasses:
+    """The equivalence classes of a set of answers, computed once by ``task`` (a cache, not a task).
+
+    The evaluation harness folds many subsamples of one pool of answers; grouping the pool once
+    and looking the subsamples' answers up here spares a math-verify comparison per subsample.
+    :meth:`group` is :func:`group_answers` for answers of the pool; an answer outside it is
+    grouped by the task against the pool's classes."""
+
+    def __init__(self, task: AnswerTask, answers: Sequence[str | None]):
+        self.task = task
+        self._class: dict[str, int] = {}
+        self._representatives: list[str] = []
+        self._key_class: dict[str, int] = {}
+        self.group(answers)
+
+    def class_of(self, answer: str) -> int:
+        """The pool-wide class id of ``answer`` (new answers join or open a class)."""
+        k = self._class.get(answer)
+        if k is None:
+            key = self.task.canonical(answer)
+            if key not in self._key_class:
+                self._key_class[key] = _find_class(self.task, key, self._representatives)
+            k = self._class[answer] = self._key_class[key]
+        return k
+
+    def group(self, answers: Sequence[str | None]) -> list[int | None]:
+        """A class id per answer (``None`` for ``None``); equal ids mean equivalent answers."""
+        return [None if a is None else self.class_of(a) for a in answers]
+
+
 def _find_class(task: AnswerTask, key: str, representatives: list[str]) -> int:
     """Index of the first representative equivalent to ``key``, adding a new class if none."""
     for class_id, rep in enumerate(representatives):
