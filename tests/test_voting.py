@@ -65,16 +65,15 @@ def test_answer_classes_are_a_cache_of_the_pool_not_a_task_and_subsamples_compar
 
     from infscale.tasks import AnswerClasses, AnswerTask, MathTask
 
-    class CountingMath(MathTask):
-        def __init__(self):
-            super().__init__()
-            self.calls = 0
+    task = MathTask()
+    compare = task.equivalent
+    task.calls = 0
 
-        def equivalent(self, a, b):
-            self.calls += 1
-            return super().equivalent(a, b)
+    def counted(a, b):
+        task.calls += 1
+        return compare(a, b)
 
-    task = CountingMath()
+    task.equivalent = counted
     pool = ["\\frac{1}{2}", "0.5", None, "3", "1/2", "3.0", "7"]
     classes = AnswerClasses(task, pool)
     assert not isinstance(classes, AnswerTask) and not hasattr(classes, "grade")

@@ -143,12 +143,6 @@ class PRMHttpScorer(Scorer):
         self.step_token = step_token if step_token is not None else ("<extra_0>" if api == "pooling" else step_separator)
         self.good_index = good_index
         self.pooling_task = pooling_task
-        self.api_key = api_key
-        self.timeout = float(timeout)
-        self.max_retries = max_retries
-        self.max_concurrency = max_concurrency
-        self.backoff_base = float(backoff_base)
-        self.backoff_cap = float(backoff_cap)
 
     @classmethod
     def from_env(cls) -> "PRMHttpScorer":
