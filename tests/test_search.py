@@ -21,17 +21,7 @@ from infscale.strategies import resampling as rs
 from infscale.strategies.search import SEARCH_STRATEGIES
 from infscale.testing import FakeGenerator, FakePotential, FakeStepModel, ForkingFakeGenerator
 
-FIRST = {"a": 0.5, "b": 0.3, "c": 0.2}
-SECOND = {"a": {"x": 0.6, "y": 0.4}, "b": {"x": 0.1, "y": 0.9}, "c": {"x": 0.5, "y": 0.5}}
-G = {"a": 0.0, "b": math.log(2.0), "c": math.log(3.0), "x": 0.0, "y": math.log(0.5)}
-
-
-def next_steps(steps):
-    if not steps:
-        return FIRST
-    if len(steps) == 1:
-        return SECOND[steps[0]]
-    return {f"Answer: {steps[0]}{steps[1]}": 1.0}
+from search_model import G, next_steps
 
 
 def potential(before, step):
