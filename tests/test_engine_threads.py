@@ -11,7 +11,9 @@ from infscale.errors import ConfigError
 
 def test_threads_setting_from_argument_and_environment(monkeypatch):
     monkeypatch.delenv("INFSCALE_THREADS", raising=False)
-    assert threads_setting(None) == "auto"
+    from infscale.backends.llamacpp import usable_cores
+
+    assert threads_setting(None) == usable_cores()  # fixed by default: seeded runs repeat exactly
     assert threads_setting(3) == 3
     assert threads_setting("2") == 2
     assert threads_setting("AUTO") == "auto"

@@ -20,9 +20,12 @@ chunks of prompts waiting to be read, so all live trajectories advance together.
   live sequences happen in one float32 array operation (:func:`~.sampling.sample_rows`).
 * At most ``max_live`` samples run at once; more wait in a first-come-first-served queue, a
   whole request group at a time (a prompt is read once for all its samples).
-* The llama.cpp thread count is chosen by measuring decode steps (:class:`_ThreadTuner`)
-  unless it is fixed (``n_threads``, ``INFSCALE_THREADS``); ``profile`` holds the seconds the
-  scheduler spent in decode, logits reading, sampling and bookkeeping.
+* llama.cpp runs on all usable cores unless ``n_threads`` / ``INFSCALE_THREADS`` says otherwise;
+  ``"auto"`` chooses the count by measuring decode steps (:class:`_ThreadTuner`), for machines
+  shared with other CPU-bound work. The thread count changes llama.cpp's numerics slightly, so
+  under ``"auto"`` a seeded sample also depends on when the tuner switched; a fixed count keeps
+  seeded runs repeatable. ``profile`` holds the seconds the scheduler spent in decode, logits
+  reading, sampling and bookkeeping.
 """
 
 from __future__ import annotations
@@ -121,13 +124,15 @@ def best_concurrency(n: int, max_live: int = DEFAULT_MAX_LIVE) -> int:
 def threads_setting(n_threads: int | str | None, name: str = "n_threads") -> int | str:
     """The llama.cpp thread count asked for: an integer >= 1, or ``"auto"``.
 
-    ``None`` reads ``INFSCALE_THREADS`` (unset means ``"auto"``). ``"auto"`` lets the engine
-    choose between all usable cores and one thread by measuring its own decode steps (see
-    :class:`_ThreadTuner`).
+    ``None`` reads ``INFSCALE_THREADS``; unset, it is every usable core, fixed (seeded runs
+    repeat exactly: the thread count changes llama.cpp's numerics slightly). ``"auto"`` lets
+    the engine choose between all usable cores and one thread by measuring its own decode steps
+    (see :class:`_ThreadTuner`): robust beside other CPU-bound work, at the price of samples
+    that depend on when it switched.
     """
     source = name
     if n_threads is None:
-        n_threads = os.environ.get("INFSCALE_THREADS", "auto").strip() or "auto"
+        n_threads = os.environ.get("INFSCALE_THREADS", "").strip() or usable_cores()
         source = "INFSCALE_THREADS"
     value: object = n_threads
     if isinstance(n_threads, str):
@@ -250,8 +255,9 @@ class LlamaEngine(Generator):
     samples decoded at once; more wait in a first-come-first-served queue, a whole request
     group at a time, so a prompt is read once for all its samples. n_batch: tokens per decode
     call. n_threads: llama.cpp threads, an integer or ``"auto"`` (default: ``INFSCALE_THREADS``,
-    else ``"auto"``: chosen by measuring decode steps, between all usable cores and one, and
-    re-checked while running; see :class:`_ThreadTuner`). chat_template: ``"auto"`` (from the GGUF metadata; none means a base model
+    else every usable core; ``"auto"``: chosen by measuring decode steps, between all usable
+    cores and one, and re-checked while running, see :class:`_ThreadTuner` — for a machine
+    shared with other CPU-bound work; seeded samples then depend on when it switched). chat_template: ``"auto"`` (from the GGUF metadata; none means a base model
     prompted with plain text) or a Jinja template string.
 
     reproducible: decode one sample at a time from an empty cache, so that a sample depends only

@@ -43,7 +43,7 @@ def register(sub) -> None:
     p.add_argument("--concurrency", type=int, default=None,
                    help="problems in flight at once (default: what keeps the embedded engine full; 8 with --backend-url)")
     p.add_argument("--threads", default=None, help="llama.cpp threads of the embedded engine: N or auto "
-                   "(default INFSCALE_THREADS, else auto: chosen by measurement)")
+                   "(default INFSCALE_THREADS, else every core; auto: chosen by measurement, for a shared machine)")
     p.add_argument("--subsamples", type=int, default=20,
                    help="subsamples per budget for strategies that reuse one sample pool (default 20)")
     p.add_argument("--temperature", type=float, default=0.7)

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--model", "-m", default=None, help="registered model name or .gguf path (default smollm2-135m)")
     a.add_argument("--backend-url", default=None, help="an OpenAI-compatible server instead of the embedded engine")
     a.add_argument("--threads", default=None, help="llama.cpp threads of the embedded engine: N or auto "
-                   "(default INFSCALE_THREADS, else auto: chosen by measurement)")
+                   "(default INFSCALE_THREADS, else every core; auto: chosen by measurement, for a shared machine)")
     a.add_argument("--task", default="math", help="math, mcq, code or text (answer extraction)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--temperature", type=float, default=0.7)

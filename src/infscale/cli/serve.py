@@ -34,7 +34,7 @@ def register(sub) -> None:
                    help="requests running at once (default: what keeps the embedded engine full at "
                         "--default-budget; 16 with --backend-url)")
     p.add_argument("--threads", default=None, help="llama.cpp threads of the embedded engine: N or auto "
-                   "(default INFSCALE_THREADS, else auto: chosen by measurement)")
+                   "(default INFSCALE_THREADS, else every core; auto: chosen by measurement, for a shared machine)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot; beyond: 429 (default 64)")
     p.add_argument("--max-budget", type=int, default=64, help="largest width (samples/particles/beams) per request")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default 1 MiB)")
