@@ -19,21 +19,6 @@ pytestmark = pytest.mark.slow
 MSGS = [{"role": "user", "content": "Write one short sentence about the sea."}]
 
 
-@pytest.fixture(scope="module")
-def engine():
-    from infscale.models import resolve_model
-
-    try:
-        _, path, _ = resolve_model("smollm2-135m")
-    except ConfigError as e:
-        pytest.skip(str(e))
-    from infscale.backends.llamacpp import LlamaEngine
-
-    eng = LlamaEngine(path, n_ctx=8192, n_seq_max=16)
-    yield eng
-    eng.close()
-
-
 def gen(engine, reqs):
     return asyncio.run(engine.generate(reqs))
 

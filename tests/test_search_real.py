@@ -8,7 +8,6 @@ import asyncio
 import pytest
 
 import infscale
-from infscale.errors import ConfigError
 from infscale.params import SamplingParams
 from infscale.strategies.search import SEARCH_STRATEGIES
 
@@ -16,22 +15,6 @@ pytestmark = pytest.mark.slow
 
 QUESTION = "Tom has 3 boxes with 4 apples each. He eats 2 apples. How many are left?"
 N = 4
-
-
-@pytest.fixture(scope="module")
-def engine():
-    pytest.importorskip("llama_cpp", reason="needs the embedded engine: pip install 'infscale[embedded]'")
-    from infscale.models import resolve_model
-
-    try:
-        _, path, _ = resolve_model("smollm2-135m")
-    except ConfigError as e:
-        pytest.skip(str(e))
-    from infscale.backends.llamacpp import LlamaEngine
-
-    eng = LlamaEngine(path, n_ctx=8192, n_seq_max=16)
-    yield eng
-    eng.close()
 
 
 def _run(engine, strategy, **options):
