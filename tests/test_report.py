@@ -22,7 +22,7 @@ STRATEGIES = ("majority", "best-of-n:scorer=arith-check", "particle-filter")
 BUDGETS = (1, 2, 4, 8)
 
 
-def _summary(samples: bool = True, answers: bool = True) -> dict:
+def _summary(samples: bool = True, answers: bool = True, scores: bool = True) -> dict:
     rng = np.random.default_rng(0)
     problems = 24
     difficulty = rng.beta(0.6, 1.2, size=problems)
@@ -43,6 +43,9 @@ def _summary(samples: bool = True, answers: bool = True) -> dict:
             for j in range(16):
                 ok = bool(rng.random() < difficulty[i])
                 row = {"problem_id": f"p{i}", "correct": ok}
+                if scores:  # an imperfect verifier: accepts right samples at 0.8, wrong ones at 0.2
+                    accepted = rng.random() < (0.8 if ok else 0.2)
+                    row["scores"] = {"arith-check": 0.0 if accepted else float(np.log(0.05))}
                 if answers:
                     row["answer"] = "42" if ok else str(rng.integers(0, 5))
                 pooled.append(row)
@@ -241,7 +244,8 @@ def rendered(tmp_path_factory):
 @needs_chromium
 def test_every_data_point_is_a_mark_with_its_data(rendered):
     summary, dom, probe = rendered
-    assert {e["attrs"]["data-plot"] for e in dom.find(tag="svg") if "data-plot" in e["attrs"]} == {"accuracy", "coverage"}
+    assert {e["attrs"]["data-plot"] for e in dom.find(tag="svg") if "data-plot" in e["attrs"]} == \
+        {"accuracy", "coverage", "abstention", "verifier:arith-check"}
     # accuracy: one mark per strategy × budget cell, carrying that cell's values
     marks = dom.find("accuracy", "mark")
     assert len(marks) == len(summary["cells"]) == len(STRATEGIES) * len(BUDGETS)
@@ -297,6 +301,13 @@ def test_marks_are_drawn_inside_the_plot_area(rendered):
         # higher values sit higher on the screen
         ys = sorted(p["marks"], key=lambda m: float(m["y"]))
         assert ys[0]["cy"] >= ys[-1]["cy"]
+    # the verifier and abstention plots too: every point a visible mark inside the plot area
+    for plot in ("verifier:arith-check", "abstention"):
+        p = probe[plot]
+        assert p["marks"]
+        for m in p["marks"]:
+            assert m["visible"] and p["area"]["left"] <= m["cx"] <= p["area"]["right"]
+            assert p["area"]["top"] <= m["cy"] <= p["area"]["bottom"]
     assert probe["coverage"]["fit"] and probe["coverage"]["fit"][0] > 100  # the fitted curve has length
     assert max(probe["accuracy"]["errorbars"]) > 5
 

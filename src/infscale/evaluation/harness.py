@@ -246,15 +246,16 @@ class EvalConfig:
 
 
 def start_run(store: Store, config: EvalConfig, problems: list[Problem], *, chat: bool = True,
-              scorers: dict[str, Callable[[], Scorer]] | None = None) -> str:
-    """Validate ``config``, create the run and store its problems (with their prompts)."""
+              scorers: dict[str, Callable[[], Scorer]] | None = None, run_id: str | None = None) -> str:
+    """Validate ``config``, create the run (under ``run_id`` if given, else a new id) and store
+    its problems (with their prompts)."""
     config.validate(scorers)
     if not problems:
         raise ConfigError("dataset", "holds no problems", "a dataset with at least one problem")
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ConfigError("dataset", "problem ids are not unique", "unique ids")
-    run_id = store.create_run(config.to_dict())
+    run_id = store.create_run(config.to_dict(), run_id)
     params = config.sampling_params()
     rows = []
     for pos, p in enumerate(problems):
@@ -637,9 +638,10 @@ async def run_eval(store: Store, run_id: str, generator: Generator, *,
 def metrics_inputs(store: Store, run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """``(results, samples)`` for :func:`infscale.evaluation.metrics.summarize`: every stored
     result row, and the independent pool samples (``problem_id``, ``seed``, ``answer``,
-    ``correct``) for coverage / pass@k and majority@k, or ``None`` when the run has no pool."""
+    ``correct``, ``scores``, ``logprob``) for coverage / pass@k, majority@k, the verifiers' rates
+    and the abstention curve, or ``None`` when the run has no pool."""
     results = store.get_results(run_id)
     pool = [{"problem_id": s["problem_id"], "seed": s["seed"], "idx": s["idx"], "answer": s["answer"],
-             "correct": s["correct"]}
+             "correct": s["correct"], "scores": s["scores"], "logprob": s["logprob"]}
             for s in store.get_samples(run_id, pool=POOL)]
     return results, (pool or None)

@@ -47,6 +47,11 @@ __all__ = [
     "paired_comparison",
     "verifier_ceiling",
     "verifier_false_positive_rate",
+    "verifier_rates",
+    "flaws_prediction",
+    "abstention_curve",
+    "chosen_with_confidence",
+    "pareto_frontier",
     "Thresholdout",
     "HoldoutExhausted",
     "holdout_split",
@@ -578,6 +583,171 @@ def verifier_false_positive_rate(
 
 
 # --------------------------------------------------------------------------------------------
+# What a verifier can buy: its rates, the fLaws ceiling and optimal N, abstention
+# --------------------------------------------------------------------------------------------
+
+
+def verifier_rates(
+    samples: Sequence[Mapping[str, Any]], scorer: str, accept: float = 0.5, conf: float = 0.95
+) -> dict[str, Any] | None:
+    """A scorer's true- and false-positive rates against the references, over pooled samples.
+
+    A sample is *accepted* when the scorer's probability ``exp(score)`` is above ``accept``
+    (default 0.5: the scorer leans to "correct"; for ``arith-check`` only a solution whose every
+    computation checks out, for ``self-eval`` P(Yes) > 0.5). Rows are ``{"problem_id",
+    "correct", "scores": {scorer: log-score}}``; rows without a score by ``scorer`` are skipped
+    (``None`` when none has one). Returns :func:`verifier_false_positive_rate` of (accepted,
+    correct) — TPR and FPR with Wilson intervals, precision, base accuracy, the pooled and
+    per-problem ceilings — plus Beta-binomial intervals ``tpr_beta`` / ``fpr_beta``, ``scorer``
+    and ``accept``.
+    """
+    if not (0.0 <= accept < 1.0):
+        raise ConfigError("accept", f"must be in [0, 1), got {accept!r}")
+    rows = [r for r in samples if scorer in (r.get("scores") or {}) and r["scores"][scorer] is not None]
+    if not rows:
+        return None
+    accepted = [math.exp(float(r["scores"][scorer])) > accept for r in rows]
+    correct = [bool(r["correct"]) for r in rows]
+    out = verifier_false_positive_rate(accepted, correct, [str(r["problem_id"]) for r in rows], conf)
+    out["tpr_beta"] = list(beta_interval(out["true_positives"], out["full_passes"], conf)) if out["full_passes"] else None
+    out["fpr_beta"] = list(beta_interval(out["false_positives"], out["full_fails"], conf)) if out["full_fails"] else None
+    out["accepted"] = int(sum(accepted))
+    out.update(scorer=scorer, accept=accept)
+    return out
+
+
+def flaws_prediction(
+    base: Sequence[float],
+    tpr: float | Sequence[float],
+    fpr: float | Sequence[float],
+    ns: Sequence[int],
+    cost: float = 1.0,
+) -> dict[str, Any]:
+    """Best-of-N with an imperfect binary verifier, predicted from its rates (Stroebl, Kapoor &
+    Narayanan 2024, "Inference Scaling fLaws", arXiv:2411.17501).
+
+    Problem ``i``: a sample is correct with probability ``base[i]``; the verifier accepts a correct
+    one with probability ``tpr`` and a wrong one with ``fpr`` (one value for every problem, or one
+    per problem). A sample is accepted with ``a = p·tpr + (1-p)·fpr``; an accepted sample is right
+    with ``c = p·tpr / a`` (the fLaws ceiling of the problem, :func:`verifier_ceiling`), a rejected
+    one with ``q = p·(1-tpr) / (1-a)``. Drawing N samples and answering with an accepted one if
+    there is any, else with a rejected one (best-of-N on a pass/fail score):
+
+        accuracy(N) = c·(1 - (1-a)^N) + q·(1-a)^N
+
+    which moves from ``p`` at N = 1 to ``c`` as N grows — up when the verifier helps, down on a
+    problem where it prefers wrong answers. ``utility(N)`` is the paper's variant with abstention:
+    answer only an accepted sample (+1 if right, ``-cost`` if wrong), else abstain (0):
+    ``(1 - (1-a)^N)·(c - cost·(1-c))``; averaged over problems it can peak at a finite N.
+
+    Returns ``ns``, ``accuracy`` and ``utility`` (means over problems), ``ceiling`` (the limit of
+    ``accuracy``), ``optimal_n`` (the smallest N in ``ns`` whose predicted accuracy is within
+    0.001 of the largest; the curve is flat past it) and ``optimal_n_utility`` (the N of highest
+    utility, smallest on ties).
+    """
+    if not base:
+        raise ConfigError("base", "no problems")
+    if not ns or any(int(n) < 1 for n in ns):
+        raise ConfigError("ns", f"got {list(ns)!r}", "sample counts >= 1")
+    p = np.asarray(base, dtype=float)
+    t = np.broadcast_to(np.asarray(tpr, dtype=float), p.shape)
+    f = np.broadcast_to(np.asarray(fpr, dtype=float), p.shape)
+    for name, v in (("base", p), ("tpr", t), ("fpr", f)):
+        if np.any((v < 0) | (v > 1)) or np.any(np.isnan(v)):
+            raise ConfigError(name, "must be probabilities in [0, 1]")
+    a = p * t + (1 - p) * f
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(a > 0, p * t / np.where(a > 0, a, 1), p)
+        q = np.where(a < 1, p * (1 - t) / np.where(a < 1, 1 - a, 1), c)
+    acc, util = [], []
+    for n in ns:
+        miss = (1 - a) ** int(n)
+        acc.append(float(np.mean(c * (1 - miss) + q * miss)))
+        util.append(float(np.mean((1 - miss) * (c - cost * (1 - c)))))
+    ceiling = float(np.mean(np.where(a > 0, c, p)))
+    best = max(acc)
+    opt = next(int(n) for n, v in zip(ns, acc) if v >= best - 1e-3)
+    opt_u = int(ns[int(np.argmax(util))])
+    return {"ns": [int(n) for n in ns], "accuracy": acc, "utility": util, "ceiling": ceiling, "optimal_n": opt,
+            "optimal_n_utility": opt_u, "cost": cost, "problems": int(p.size)}
+
+
+def chosen_with_confidence(
+    pools: Mapping[str, Sequence[Mapping[str, Any]]], rule: str, scorer: str | None = None
+) -> list[tuple[float, bool]]:
+    """Per problem, the answer a strategy chooses from the whole pool and how sure it is:
+    ``rule="vote"`` — the largest answer class (ties: the class seen first) and its vote share;
+    ``rule="score"`` — the highest-scored sample (by ``scorer``; ties: the higher log-prob per
+    token) and its probability ``exp(score)``. Pools with no answer (vote) or no score give
+    confidence 0 and count as wrong. Returns ``(confidence, correct)`` per problem."""
+    if rule not in ("vote", "score"):
+        raise ConfigError("rule", f"got {rule!r}", "vote or score")
+    if rule == "score" and not scorer:
+        raise ConfigError("scorer", "missing", "a scorer name for rule=score")
+    out = []
+    for rows in pools.values():
+        if rule == "vote":
+            labels = _answer_classes_of_pool(rows)
+            counts: dict[str, int] = {}
+            for lab in labels:
+                if lab is not None:
+                    counts[lab] = counts.get(lab, 0) + 1
+            if not counts:
+                out.append((0.0, False))
+                continue
+            top = max(counts, key=lambda k: (counts[k], -labels.index(k)))
+            ok = any(bool(r["correct"]) for r, lab in zip(rows, labels) if lab == top)
+            out.append((counts[top] / len(rows), ok))
+        else:
+            scored = [r for r in rows if (r.get("scores") or {}).get(scorer) is not None]
+            if not scored:
+                out.append((0.0, False))
+                continue
+
+            def key(r: Mapping[str, Any]) -> tuple[float, float]:
+                toks = max(int(r.get("generated_tokens") or 1), 1)
+                return float(r["scores"][scorer]), float(r.get("logprob") or 0.0) / toks
+
+            best = max(scored, key=key)
+            out.append((math.exp(float(best["scores"][scorer])), bool(best["correct"])))
+    return out
+
+
+def abstention_curve(chosen: Sequence[tuple[float, bool]], conf: float = 0.95) -> list[dict[str, Any]]:
+    """Accuracy against abstention: answer only when the chosen answer's confidence (vote share
+    or score probability) is at least a threshold. One point per distinct confidence, from the
+    strictest threshold to answering everything: ``threshold``, ``answered`` (problems),
+    ``answer_rate`` (answered / all), ``accuracy`` on the answered ones with its Wilson
+    ``interval``, and ``correct_overall`` (right answers / all problems, abstentions counting as
+    not right)."""
+    n = len(chosen)
+    if n == 0:
+        return []
+    points = []
+    for t in sorted({c for c, _ in chosen}, reverse=True):
+        answered = [ok for c, ok in chosen if c >= t]
+        k = sum(answered)
+        m = len(answered)
+        points.append({"threshold": float(t), "answered": m, "answer_rate": m / n, "accuracy": k / m,
+                       "interval": list(wilson_interval(k, m, conf)), "correct_overall": k / n})
+    return points
+
+
+def pareto_frontier(cells: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    """The (strategy, budget) cells no other cell beats on both cost and accuracy: sorted by mean
+    generated tokens (ties: higher accuracy first), a cell is on the frontier when its accuracy
+    is above every cheaper cell's."""
+    ordered = sorted((c for c in cells if math.isfinite(float(c.get("accuracy", float("nan"))))),
+                     key=lambda c: (float(c["generated_tokens"]), -float(c["accuracy"])))
+    out, best = [], -math.inf
+    for c in ordered:
+        if float(c["accuracy"]) > best:
+            out.append((str(c["strategy"]), int(c["budget"])))
+            best = float(c["accuracy"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Reusable holdout
 # --------------------------------------------------------------------------------------------
 
@@ -718,7 +888,8 @@ def summarize(
     cost keys. ``samples``: the pooled samples, one row per sample with ``problem_id`` and
     ``correct`` (and optionally ``answer``, which adds the majority@k curve).
 
-    Returns ``{"cells", "coverage", "comparisons", "matched", "conf"}``:
+    Returns ``{"cells", "coverage", "comparisons", "matched", "frontier", "verifiers", "abstention",
+    "conf"}``:
 
     * ``cells`` — per strategy × budget (sorted by strategy, then budget): ``problems``, ``seeds``
       (distinct counts), ``accuracy`` (mean over problems of the mean over seeds), ``wilson`` and
@@ -737,6 +908,14 @@ def summarize(
       strategy against the baseline budget whose mean generated tokens per problem are nearest
       (ties go to the smaller baseline budget), with the same keys. A width ``--n`` buys roughly
       equal compute across strategies, but not exactly; this pairs by what was actually spent.
+
+    * ``frontier`` — :func:`pareto_frontier` of the cells, as ``[strategy, budget]`` pairs.
+    * ``verifiers`` — per scorer with scores on pooled samples (``scores`` in the rows): its rates
+      (:func:`verifier_rates`), the fLaws prediction (:func:`flaws_prediction`) with per-problem
+      and with pooled rates at the run's best-of-N budgets, the measured ``best-of-n`` curve of
+      that scorer and its best budget ``measured_optimal_n``.
+    * ``abstention`` — accuracy-vs-abstention curves (:func:`abstention_curve`) of majority vote
+      (vote share) and of best-of-N by every scorer (score probability) over the whole pool.
 
     ``samples`` rows may carry ``task`` (a task name, default ``math``): majority@k folds each
     pool's answers into classes by that task's answer equivalence — the same folding as the
@@ -798,7 +977,89 @@ def summarize(
                     matched.append(cmp)
 
     return {"cells": cells, "coverage": _coverage_summary(samples), "comparisons": comparisons,
-            "matched": matched, "conf": conf}
+            "matched": matched, "conf": conf, "frontier": [list(f) for f in pareto_frontier(cells)],
+            "verifiers": _verifier_summary(samples, cells, conf), "abstention": _abstention_summary(samples, conf)}
+
+
+def _pools(samples: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    pools: dict[str, list[Mapping[str, Any]]] = {}
+    for r in samples:
+        pools.setdefault(str(r["problem_id"]), []).append(r)
+    return pools
+
+
+def _best_of_n_scorer(label: str) -> str | None:
+    """The scorer of a ``best-of-n[:scorer=X,...]`` spec label (its default if none is named)."""
+    name, _, rest = label.partition(":")
+    if name != "best-of-n":
+        return None
+    opts = dict(item.split("=", 1) for item in rest.split(",") if "=" in item)
+    if opts.get("scorer"):
+        return opts["scorer"]
+    from ..strategies import get_strategy  # noqa: PLC0415
+
+    return get_strategy("best-of-n").default_scorer
+
+
+def _scorers_in(samples: Sequence[Mapping[str, Any]]) -> list[str]:
+    return sorted({k for r in samples for k, v in (r.get("scores") or {}).items() if v is not None})
+
+
+def _verifier_summary(samples: Sequence[Mapping[str, Any]] | None, cells: Sequence[Mapping[str, Any]],
+                      conf: float) -> list[dict[str, Any]]:
+    """Per scorer that scored pooled samples: its rates (:func:`verifier_rates`), the fLaws
+    prediction from them (:func:`flaws_prediction`, with each problem's own rates, and with the
+    pooled rates) at the run's best-of-N budgets, and the measured best-of-N curve."""
+    if not samples:
+        return []
+    out = []
+    pools = _pools(samples)
+    for scorer in _scorers_in(samples):
+        rates = verifier_rates(samples, scorer, conf=conf)
+        if rates is None:
+            continue
+        measured = sorted(({"budget": c["budget"], "accuracy": c["accuracy"], "wilson": c["wilson"],
+                            "strategy": c["strategy"]}
+                           for c in cells if _best_of_n_scorer(str(c["strategy"])) == scorer),
+                          key=lambda m: m["budget"])
+        ns = [m["budget"] for m in measured] or coverage_ks(min(len(p) for p in pools.values()))
+        base, tprs, fprs = [], [], []
+        for rows in pools.values():
+            rows = [r for r in rows if (r.get("scores") or {}).get(scorer) is not None]
+            if not rows:
+                continue
+            acc = [math.exp(float(r["scores"][scorer])) > rates["accept"] for r in rows]
+            ok = [bool(r["correct"]) for r in rows]
+            pos, neg = sum(ok), len(ok) - sum(ok)
+            base.append(pos / len(ok))
+            tprs.append(sum(a and o for a, o in zip(acc, ok)) / pos if pos else 0.0)
+            fprs.append(sum(a and not o for a, o in zip(acc, ok)) / neg if neg else 0.0)
+        entry: dict[str, Any] = {"scorer": scorer, "rates": rates, "measured": measured,
+                                 "predicted": flaws_prediction(base, tprs, fprs, ns),
+                                 "predicted_pooled": flaws_prediction(base, rates["tpr"] or 0.0, rates["fpr"] or 0.0, ns)}
+        if measured:
+            top = max(m["accuracy"] for m in measured)
+            entry["measured_optimal_n"] = next(m["budget"] for m in measured if m["accuracy"] >= top)
+        else:
+            entry["measured_optimal_n"] = None
+        out.append(entry)
+    return out
+
+
+def _abstention_summary(samples: Sequence[Mapping[str, Any]] | None, conf: float) -> list[dict[str, Any]]:
+    """Accuracy-vs-abstention curves over the whole pool: majority vote by vote share, and
+    best-of-N by score probability for every scorer of the pool."""
+    if not samples:
+        return []
+    pools = _pools(samples)
+    out = []
+    if any("answer" in r for r in samples):
+        out.append({"strategy": "majority", "confidence": "vote share",
+                    "points": abstention_curve(chosen_with_confidence(pools, "vote"), conf)})
+    for scorer in _scorers_in(samples):
+        out.append({"strategy": f"best-of-n:scorer={scorer}", "confidence": f"{scorer} probability",
+                    "points": abstention_curve(chosen_with_confidence(pools, "score", scorer), conf)})
+    return out
 
 
 def _coverage_summary(samples: Sequence[Mapping[str, Any]] | None) -> dict[str, Any] | None:

@@ -116,6 +116,14 @@ def terminal_report(summary: Mapping[str, Any], *, title: str = "") -> str:
             rows.append(["majority@k", *(_fmt(v) for v in cov["majority"]["accuracy"])])
         out += _table(["k", *(str(k) for k in cov["ks"])], rows)
         out.append(_fit_line(cov.get("fit")))
+    out += _verifier_lines(summary)
+    out += _abstention_lines(summary)
+    frontier = summary.get("frontier") or []
+    if frontier and cells:
+        by = {(c["strategy"], c["budget"]): c for c in cells}
+        steps = [f"{s}@{b} ({by[(s, b)]['generated_tokens']:.0f} tok, {by[(s, b)]['accuracy']:.3f})"
+                 for s, b in map(tuple, frontier) if (s, b) in by]
+        out += ["", "Pareto frontier (accuracy vs generated tokens, cheapest first): " + " -> ".join(steps)]
     comps = summary.get("comparisons") or []
     if comps:
         out += ["", f"Paired comparisons at the largest budgets (strategy - baseline on the same problems; "
@@ -127,6 +135,65 @@ def terminal_report(summary: Mapping[str, Any], *, title: str = "") -> str:
                     "generated tokens)"]
         out += _comparison_table(matched)
     return "\n".join(out) + "\n"
+
+
+def _verifier_lines(summary: Mapping[str, Any]) -> list[str]:
+    vs = summary.get("verifiers") or []
+    if not vs:
+        return []
+    pct = f"{100 * summary.get('conf', 0.95):g}%"
+    out = ["", f"Verifiers against the references (pooled samples; accepted = exp(score) > 0.5; {pct} Wilson "
+               "intervals; fLaws: Stroebl et al. 2024)"]
+    out += _table(
+        ["scorer", "samples", "accepted", "TPR", "interval", "FPR", "interval", "precision", "base",
+         "ceiling", "ceiling (pooled rates)", "optimal N predicted", "measured"],
+        [[v["scorer"], str(v["rates"]["samples"]), str(v["rates"]["accepted"]), _fmt(v["rates"]["tpr"]),
+          _interval(v["rates"]["tpr_interval"]), _fmt(v["rates"]["fpr"]), _interval(v["rates"]["fpr_interval"]),
+          _fmt(v["rates"]["precision"]), _fmt(v["rates"]["base_accuracy"]), _fmt(v["predicted"]["ceiling"]),
+          _fmt(v["predicted_pooled"]["ceiling"]), str(v["predicted"]["optimal_n"]), _fmt(v.get("measured_optimal_n"))]
+         for v in vs],
+    )
+    for v in vs:
+        if not v["measured"]:
+            continue
+        by = {m["budget"]: m for m in v["measured"]}
+        ns = v["predicted"]["ns"]
+        out += ["", f"best-of-N with {v['scorer']}: measured beside the fLaws prediction"]
+        out += _table(["N", *(str(n) for n in ns)], [
+            ["measured", *(_fmt(by[n]["accuracy"]) if n in by else "-" for n in ns)],
+            ["predicted", *(_fmt(a) for a in v["predicted"]["accuracy"])],
+            ["pooled rates", *(_fmt(a) for a in v["predicted_pooled"]["accuracy"])],
+        ])
+    return out
+
+
+def _abstention_points(points: Sequence[Mapping[str, Any]], rates=(1.0, 0.75, 0.5, 0.25)) -> list[Mapping[str, Any]]:
+    """The curve's points nearest to a few answer rates (all of them when there are few)."""
+    if len(points) <= len(rates) + 1:
+        return list(points)
+    chosen = []
+    for r in rates:
+        p = min(points, key=lambda q: (abs(q["answer_rate"] - r), -q["answer_rate"]))
+        if p not in chosen:
+            chosen.append(p)
+    return chosen
+
+
+def _abstention_lines(summary: Mapping[str, Any]) -> list[str]:
+    curves = summary.get("abstention") or []
+    if not curves:
+        return []
+    pct = f"{100 * summary.get('conf', 0.95):g}%"
+    out = ["", f"Accuracy vs abstention (the whole pool's chosen answer, answered only when its confidence "
+               f">= threshold; {pct} Wilson intervals)"]
+    rows = []
+    for c in curves:
+        for p in _abstention_points(c["points"]):
+            rows.append([c["strategy"], c["confidence"], _fmt(p["threshold"]), f"{p['answered']}",
+                         _fmt(p["answer_rate"]), _fmt(p["accuracy"]), _interval(p["interval"])])
+    out += _table(["strategy", "confidence", "threshold", "answered", "answer rate", "accuracy", "interval"], rows,
+                  left=2)
+    return out
 
 
 def _comparison_row(c: Mapping[str, Any]) -> list[str]:
@@ -283,6 +350,7 @@ def _accuracy_plot(summary: Mapping[str, Any]) -> str:
         colour = PALETTE[i % len(PALETTE)]
         legend.append((colour, strat, "point"))
         series = sorted((c for c in cells if c["strategy"] == strat), key=lambda c: (c["budget"], c["generated_tokens"]))
+        is_auto = _is_auto(strat)
         s.append(f'<g class="series" data-series="{_esc(strat)}">')
         if len(series) > 1:
             pts = " ".join(f"{_num(x(c['generated_tokens']))},{_num(y(c['accuracy']))}" for c in series)
@@ -301,15 +369,112 @@ def _accuracy_plot(summary: Mapping[str, Any]) -> str:
                 f"[{iv[0]:.3f}, {iv[1]:.3f}], {c['generated_tokens']:.1f} generated tokens/problem, "
                 f"{c['problems']} problems"
             )
+            if is_auto:
+                s.append(f'<circle class="auto-ring" cx="{px}" cy="{py}" r="8.5" fill="none" stroke="{colour}" '
+                         'stroke-width="2" />')
             s.append(
-                f'<circle class="mark" cx="{px}" cy="{py}" r="4.5" fill="{colour}" '
+                f'<circle class="mark{" auto" if is_auto else ""}" cx="{px}" cy="{py}" r="4.5" fill="{colour}" '
                 f'data-series="{_esc(strat)}" data-budget="{c["budget"]}" data-x="{c["generated_tokens"]!r}" '
                 f'data-y="{c["accuracy"]!r}" data-lo="{iv[0]!r}" data-hi="{iv[1]!r}"><title>{_esc(tip)}</title></circle>'
             )
             s.append(f'<text class="point-label" x="{_num(float(px) + 6)}" y="{_num(float(py) - 7)}">{c["budget"]}</text>')
         s.append("</g>")
+    by = {(c["strategy"], c["budget"]): c for c in cells}
+    front = [by[(f[0], int(f[1]))] for f in summary.get("frontier") or [] if (f[0], int(f[1])) in by]
+    if front:
+        # a staircase: each frontier point holds until a cheaper-to-dearer step buys more accuracy
+        pts = [(x(c["generated_tokens"]), y(c["accuracy"])) for c in front]
+        d = f"M{_num(pts[0][0])},{_num(pts[0][1])}" + "".join(f" H{_num(px)} V{_num(py)}" for px, py in pts[1:])
+        d += f" H{_num(PX1)}"
+        s.append(f'<path class="frontier" d="{d}" fill="none" stroke="#444444" stroke-width="1.4" '
+                 f'stroke-dasharray="3 3" data-points="{len(front)}" />')
+        legend.append(("#444444", "Pareto frontier (all runs)", "dash"))
+    if any(_is_auto(st) for st in strategies):
+        legend.append(("none", "ringed points: auto", "text"))
     s += _legend(legend)
     s.append(f'<text class="note" x="{PX1 + 14}" y="{PY1 - 4}">point labels: budget</text>')
+    s.append("</svg>")
+    return "\n".join(s)
+
+
+def _is_auto(strategy: str) -> bool:
+    """Whether a spec label is the ``auto`` strategy (``auto`` or ``auto:...``)."""
+    return str(strategy).partition(":")[0] == "auto"
+
+
+def _series_marks(name: str, pts: Sequence[tuple[float, float]], x: _Axis, y: _Axis, colour: str, label: str,
+                  dash: bool = False, extra: Sequence[Mapping[str, Any]] | None = None) -> list[str]:
+    """One data series: its line and one ``mark`` per point (``data-x`` / ``data-y``)."""
+    s = [f'<g class="series" data-series="{_esc(name)}">']
+    if len(pts) > 1:
+        d = ' stroke-dasharray="6 4"' if dash else ""
+        line = " ".join(f"{_num(x(px))},{_num(y(py))}" for px, py in pts)
+        s.append(f'<polyline class="series-line" points="{line}" fill="none" stroke="{colour}" stroke-width="1.8"{d} />')
+    for i, (px, py) in enumerate(pts):
+        iv = (extra[i].get("interval") if extra else None)
+        if iv:
+            ylo, yhi, cx = _num(y(iv[0])), _num(y(iv[1])), _num(x(px))
+            s.append(f'<path class="errorbar" d="M{cx},{ylo}V{yhi}" stroke="{colour}" stroke-width="1.2" fill="none" />')
+        tip = f"{label}: x={px:g}, y={py:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "")
+        s.append(f'<circle class="mark" cx="{_num(x(px))}" cy="{_num(y(py))}" r="4" fill="{colour}" '
+                 f'data-series="{_esc(name)}" data-x="{px!r}" data-y="{py!r}"><title>{_esc(tip)}</title></circle>')
+    s.append("</g>")
+    return s
+
+
+def _verifier_plot(v: Mapping[str, Any]) -> str:
+    """Measured best-of-N accuracy beside the fLaws prediction and ceiling, for one scorer."""
+    pred, pooled = v["predicted"], v["predicted_pooled"]
+    ns = [float(n) for n in pred["ns"]]
+    x = _Axis(min(ns) / 1.4, max(ns) * 1.4, PX0, PX1, log=True) if max(ns) > min(ns) else \
+        _Axis(min(ns) - 1, max(ns) + 1, PX0, PX1, log=False)
+    y = _Axis(0.0, 1.0, PY1, PY0, log=False)
+    name = f"verifier:{v['scorer']}"
+    s = _frame(name, f"Best-of-N with {v['scorer']}: measured and predicted", x, y,
+               "Samples N (log scale)" if x.log else "Samples N", "Accuracy",
+               ns if len(ns) <= 10 else x.ticks(powers_of_two=True), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    legend = []
+    if v["measured"]:
+        pts = [(float(m["budget"]), float(m["accuracy"])) for m in v["measured"]]
+        s += _series_marks("measured", pts, x, y, PALETTE[0], "measured best-of-N",
+                           extra=[{"interval": m["wilson"]} for m in v["measured"]])
+        legend.append((PALETTE[0], "measured best-of-N", "point"))
+    s += _series_marks("predicted", list(zip(ns, pred["accuracy"])), x, y, PALETTE[1], "predicted (per-problem rates)",
+                       dash=True)
+    legend.append((PALETTE[1], "predicted, per-problem rates", "point"))
+    s += _series_marks("predicted-pooled", list(zip(ns, pooled["accuracy"])), x, y, PALETTE[2],
+                       "predicted (pooled rates)", dash=True)
+    legend.append((PALETTE[2], "predicted, pooled rates", "point"))
+    cy = _num(y(pred["ceiling"]))
+    s.append(f'<line class="ceiling" x1="{PX0}" x2="{PX1}" y1="{cy}" y2="{cy}" stroke="#444444" '
+             f'stroke-width="1.4" stroke-dasharray="2 3" data-y="{pred["ceiling"]!r}" />')
+    r = v["rates"]
+    legend += [("#444444", f"fLaws ceiling {pred['ceiling']:.3f}", "dash"),
+               ("none", f"TPR {_fmt(r['tpr'])}, FPR {_fmt(r['fpr'])}", "text"),
+               ("none", f"optimal N: predicted {pred['optimal_n']}", "text"),
+               ("none", f"optimal N: measured {_fmt(v.get('measured_optimal_n'))}", "text")]
+    s += _legend(legend)
+    s.append("</svg>")
+    return "\n".join(s)
+
+
+def _abstention_plot(summary: Mapping[str, Any]) -> str:
+    curves = [c for c in summary.get("abstention") or [] if c["points"]]
+    if not curves:
+        return ('<p class="plot-empty" data-plot-empty="abstention">No abstention curve: the run stored no pooled '
+                "samples.</p>")
+    x = _Axis(0.0, 1.05, PX0, PX1, log=False)
+    y = _Axis(0.0, 1.0, PY1, PY0, log=False)
+    s = _frame("abstention", "Accuracy vs abstention", x, y, "Fraction of problems answered",
+               "Accuracy on the answered problems", [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    legend = []
+    for i, c in enumerate(curves):
+        colour = PALETTE[i % len(PALETTE)]
+        pts = [(p["answer_rate"], p["accuracy"]) for p in c["points"]]
+        s += _series_marks(c["strategy"], pts, x, y, colour, f"{c['strategy']} ({c['confidence']})",
+                           extra=c["points"])
+        legend.append((colour, f"{c['strategy']} by {c['confidence']}", "point"))
+    s += _legend(legend)
     s.append("</svg>")
     return "\n".join(s)
 
@@ -424,13 +589,42 @@ def write_html_report(summary: Mapping[str, Any], path: str | Path, *, title: st
         _accuracy_plot(summary),
         f'<p class="caption">One series per strategy; points are budgets (labelled), x is the mean number of '
         f"generated tokens per problem, error bars are {pct} Wilson intervals over problems (per-problem "
-        "scores averaged over seeds first).</p>",
+        "scores averaged over seeds first). The dashed staircase is the Pareto frontier over every strategy "
+        "and budget (no other point is both cheaper and more accurate); points of the auto strategy are "
+        "ringed.</p>",
         "<h2>Coverage vs samples</h2>",
         _coverage_plot(summary),
         '<p class="caption">Coverage is the mean unbiased pass@k (Chen et al. 2021) over the pooled samples of '
         "each problem; the dashed curve is the exponentiated power law log(coverage) = a·k^b fitted as in "
         "Brown et al. 2024 (Large Language Monkeys). majority@k is the expected accuracy of a k-sample "
         "majority vote drawn from the same pools.</p>",
+    ]
+    verifiers = summary.get("verifiers") or []
+    if verifiers:
+        parts.append("<h2>What the verifiers can buy</h2>")
+        parts.append(_html_table(
+            "verifiers",
+            ["scorer", "samples", "accepted", "TPR", f"TPR {pct}", "FPR", f"FPR {pct}", "precision", "base accuracy",
+             "fLaws ceiling", "ceiling (pooled rates)", "optimal N (predicted)", "optimal N (measured)"],
+            [[v["scorer"], str(v["rates"]["samples"]), str(v["rates"]["accepted"]), _fmt(v["rates"]["tpr"]),
+              _interval(v["rates"]["tpr_interval"]), _fmt(v["rates"]["fpr"]), _interval(v["rates"]["fpr_interval"]),
+              _fmt(v["rates"]["precision"]), _fmt(v["rates"]["base_accuracy"]), _fmt(v["predicted"]["ceiling"]),
+              _fmt(v["predicted_pooled"]["ceiling"]), str(v["predicted"]["optimal_n"]),
+              _fmt(v.get("measured_optimal_n"))] for v in verifiers]))
+        for v in verifiers:
+            parts.append(_verifier_plot(v))
+        parts.append('<p class="caption">A sample is accepted when the scorer\'s probability exp(score) is above 0.5; '
+                     "TPR and FPR are measured against the references over the pooled samples (Wilson intervals). "
+                     "The prediction is best-of-N on the pass/fail verdict under the fLaws model (Stroebl et al. "
+                     "2024): accuracy(N) = c(1-(1-a)^N) + q(1-a)^N per problem, with a the acceptance rate, c the "
+                     "accuracy of accepted samples (the ceiling) and q of rejected ones; the dotted line is its "
+                     "limit.</p>")
+    parts += [
+        "<h2>Accuracy vs abstention</h2>",
+        _abstention_plot(summary),
+        '<p class="caption">Each problem\'s answer chosen from its whole pool, given only when its confidence '
+        "(the majority's vote share, or the best sample's scorer probability) is at least a threshold; one point "
+        f"per threshold, {pct} Wilson intervals on the answered problems.</p>",
         "<h2>Accuracy</h2>",
     ]
     if cells:
