@@ -7,7 +7,6 @@ once per model file and reused by later calls in the same process.
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 from .backends.base import Generator
@@ -18,9 +17,6 @@ from .types import Problem, Result
 
 __all__ = ["ask", "load_generator"]
 
-_engines: dict[str, Generator] = {}
-_lock = threading.Lock()
-
 
 def load_generator(model: str | None = None, *, backend_url: str | None = None, api_key: str | None = None,
                    **engine_options: Any) -> Generator:
@@ -30,19 +26,9 @@ def load_generator(model: str | None = None, *, backend_url: str | None = None, 
         from .backends.openai_http import OpenAIGenerator  # noqa: PLC0415
 
         return OpenAIGenerator(backend_url, model=model, api_key=api_key)
-    from .models import resolve_model  # noqa: PLC0415
+    from .backends.loading import load_embedded  # noqa: PLC0415
 
-    name, path, spec = resolve_model(model)
-    key = f"{path}|{sorted(engine_options.items())}"
-    with _lock:
-        eng = _engines.get(key)
-        if eng is None:
-            from .backends.llamacpp import LlamaEngine  # noqa: PLC0415
-
-            template = "auto" if spec is None or spec.chat else None
-            eng = LlamaEngine(path, model_name=name, chat_template=template, **engine_options)
-            _engines[key] = eng
-    return eng
+    return load_embedded(model, **engine_options)
 
 
 def ask(

@@ -78,8 +78,29 @@ class Meter:
         self.usage = usage if usage is not None else Usage()
         self.on_completion = on_completion
         self.started = time.monotonic()
-        self.stopped_by_budget = False
+        self._stopped = False
         self._ready = False
+        self._root: Meter = self
+        self._part: Usage | None = None  # a child's own share of the usage (see :meth:`on`)
+
+    def on(self, generator: Generator, label: str) -> "Meter":
+        """A meter for another model of the same request (a judge on its own model): its calls
+        go to ``generator`` but are charged to this meter's budget, usage and ``on_completion``,
+        and are also counted apart in ``usage.by_model[label]``. Running out of budget through
+        it stops the request as running out here does."""
+        child = Meter(generator, self.budget, on_completion=self.on_completion, usage=self.usage)
+        child.started = self.started
+        child._root = self._root
+        child._part = self.usage.by_model.setdefault(label, Usage())
+        return child
+
+    @property
+    def stopped_by_budget(self) -> bool:
+        return self._root._stopped
+
+    @stopped_by_budget.setter
+    def stopped_by_budget(self, value: bool) -> None:
+        self._root._stopped = value
 
     # -- what the generator can do ------------------------------------------------------
     @property
@@ -155,6 +176,8 @@ class Meter:
     def charge(self, c: Completion) -> None:
         """Count one call and its tokens, and report it to ``on_completion``."""
         self.usage.add(c)
+        if self._part is not None:
+            self._part.add(c)
         self.usage.seconds = time.monotonic() - self.started
         if self.on_completion is not None:
             self.on_completion(c)

@@ -107,12 +107,17 @@ class Completion:
 
 @dataclass
 class Usage:
-    """What a request spent: every call counts, strategy and scorer alike."""
+    """What a request spent: every call counts, strategy and scorer alike.
+
+    The totals cover every model the request used. ``by_model`` holds the part spent on models
+    other than the policy model (a judge on its own model, keyed like ``"judge:gemma3-270m"``),
+    already included in the totals; it is empty when the request used one model."""
 
     prompt_tokens: int = 0
     generated_tokens: int = 0
     calls: int = 0
     seconds: float = 0.0
+    by_model: dict[str, "Usage"] = field(default_factory=dict)
 
     def add(self, c: Completion) -> None:
         self.prompt_tokens += c.prompt_tokens
@@ -120,7 +125,12 @@ class Usage:
         self.calls += 1
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d: dict[str, Any] = {"prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
+                             "calls": self.calls, "seconds": self.seconds}
+        if self.by_model:
+            d["by_model"] = {k: {"prompt_tokens": u.prompt_tokens, "generated_tokens": u.generated_tokens,
+                                 "calls": u.calls} for k, u in self.by_model.items()}
+        return d
 
 
 @dataclass

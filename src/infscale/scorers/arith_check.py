@@ -13,6 +13,10 @@ rate on arithmetic slips and a real false-positive rate on reasoning errors.
 * As a **process** scorer (``score_steps``): the latest step scores ``0`` when all its checks
   pass or it has none, and ``log(eps)`` per failed check: a strong penalty that still leaves the
   particle a chance (never ``-inf``).
+* Explained (``explain``, the feedback of refinement): a solution passes when it has at least one
+  check and all pass; the feedback names each wrong computation and its right value (``3 * 4 =
+  13 is wrong: 3 * 4 = 12.``), an answer line that disagrees with the last computed value, or
+  asks for computations written out when there is nothing to check.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ import re
 
 from ..tasks.base import answer_lines
 from ..tasks.math import as_number, statement_answer
-from .base import Scorer
+from .base import Scorer, Verdict
 
-__all__ = ["ArithCheckScorer", "check_text", "evaluate"]
+__all__ = ["ArithCheckScorer", "check_text", "explain_text", "evaluate"]
 
 _NUM = r"-?\d+(?:,\d{3})*(?:\.\d+)?"
 # an expression: numbers, operators, parentheses, spaces; then '=' and a number
@@ -77,20 +81,49 @@ def check_text(text: str, last_value: float | None = None) -> tuple[int, int, fl
     X (``Answer: 17 + 2 = 20`` states 20) is one more check: X must equal the last computed value
     (when there is one). A statement without a number is not checked."""
     ok = total = 0
+    for passed, _ in _checks(text, last_value):
+        total += 1
+        ok += passed
+    return ok, total, _last_value(text, last_value)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.6g}"
+
+
+def _checks(text: str, last_value: float | None = None):
+    """Each check of ``text`` in order: ``(passed, what a reader should be told when it failed)``."""
     for m in _EQ.finditer(text):
         value = evaluate(m.group("lhs"))
         if value is None:
             continue
         rhs = float(m.group("rhs").replace(",", ""))
-        total += 1
-        ok += _close(value, rhs)
+        lhs = " ".join(m.group("lhs").split()).strip()
+        yield _close(value, rhs), f"{lhs} = {m.group('rhs')} is wrong: {lhs} = {_fmt(value)}."
         last_value = rhs
     for statement in answer_lines(text):
         x = as_number(statement_answer(statement))
         if last_value is not None and x is not None:
-            total += 1
-            ok += _close(x, last_value)
-    return ok, total, last_value
+            yield _close(x, last_value), (f"The answer {_fmt(x)} is not the last value computed ({_fmt(last_value)}): "
+                                          f"the answer line must state the result of the computations.")
+
+
+def _last_value(text: str, last_value: float | None) -> float | None:
+    for m in _EQ.finditer(text):
+        if evaluate(m.group("lhs")) is not None:
+            last_value = float(m.group("rhs").replace(",", ""))
+    return last_value
+
+
+def explain_text(text: str) -> tuple[int, int, list[str]]:
+    """``(ok, total, messages)``: one message per failed check, naming the computation that is
+    wrong and what it should be (the feedback :meth:`ArithCheckScorer.explain` gives)."""
+    results = list(_checks(text))
+    return sum(p for p, _ in results), len(results), [msg for p, msg in results if not p]
+
+
+NOTHING_TO_CHECK = ("There is no computation to check. Write one computation per line as `a op b = c` "
+                    "(for example `3 * 4 = 12`) and end with a line `Answer: X`.")
 
 
 class ArithCheckScorer(Scorer):
@@ -122,4 +155,14 @@ class ArithCheckScorer(Scorer):
             _, _, last = check_text(prefix)
             ok, total, _ = check_text(step, last)
             out.append(self._penalty(total - ok))
+        return out
+
+    async def explain(self, problem, texts, meter):
+        out = []
+        for t in texts:
+            ok, total, wrong = explain_text(t)
+            if not total:
+                out.append(Verdict(_UNCHECKED, False, NOTHING_TO_CHECK))
+            else:
+                out.append(Verdict(self._penalty(total - ok), not wrong, "\n".join(wrong)))
         return out

@@ -6,11 +6,18 @@ impossible). Scorers that call a model do so through the request's
 budget; scorers that call no model accept ``meter=None``. A call the budget refuses leaves its
 text unscored: its score is NaN (callers treat NaN as "no score"). Probabilities become
 log-scores in one place, :func:`prob_to_logscore`.
+
+A verifier can also explain itself (:meth:`Scorer.explain`): one :class:`Verdict` per text —
+the log-score, whether the verifier accepts the solution, and a feedback text saying what is
+wrong and how to fix it (``arith-check``: the wrong computation and its right value;
+``code-tests``: the failing test and its output, truncated; ``judge`` and ``self-eval``: a
+critique the model writes). Refinement (:mod:`infscale.strategies.refine`) feeds it back.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..types import Problem
@@ -18,9 +25,26 @@ from ..types import Problem
 if TYPE_CHECKING:  # pragma: no cover
     from ..meter import Meter
 
-__all__ = ["Scorer", "prob_to_logscore", "UNSCORED"]
+__all__ = ["Scorer", "Verdict", "prob_to_logscore", "UNSCORED", "PASS_LOGSCORE"]
 
 UNSCORED = math.nan  # the score of a text whose scoring call the budget refused
+
+
+PASS_LOGSCORE = math.log(0.5)  # a score above this (P(correct) > 0.5) passes, unless a scorer says otherwise
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A verifier's explained judgement of one solution.
+
+    ``score`` is the log-score :meth:`Scorer.score` gives (NaN: the budget refused the call);
+    ``passed`` whether the verifier accepts the solution (refinement stops there); ``feedback``
+    what is wrong and how to fix it, in words the policy model reads ("" when it has nothing to
+    say, e.g. for a solution it accepts)."""
+
+    score: float
+    passed: bool
+    feedback: str = ""
 
 
 def prob_to_logscore(p: float) -> float:
@@ -65,3 +89,18 @@ class Scorer:
                           meter: "Meter | None") -> list[float]:
         """Log-score of ``steps[i]`` as the next step after ``prefixes[i]`` (process scorers)."""
         raise NotImplementedError(f"scorer {self.name!r} scores whole solutions only (kind: {self.kind})")
+
+    async def explain(self, problem: Problem, texts: list[str], meter: "Meter | None") -> list[Verdict]:
+        """One :class:`Verdict` per text, in order. This default serves scorers that cannot say
+        more than their score (e.g. ``prm-http``): a solution passes when P(correct) > 0.5 and
+        the feedback states the score, nothing more. Verifiers that can explain override it."""
+        scores = await self.score(problem, texts, meter)
+        return [self.verdict_from_score(s) for s in scores]
+
+    def verdict_from_score(self, s: float) -> Verdict:
+        if math.isnan(s):
+            return Verdict(s, False, "")
+        if s > PASS_LOGSCORE:
+            return Verdict(s, True, "")
+        return Verdict(s, False, f"A verifier ({self.name}) rates this solution's chance of being correct at "
+                                 f"{math.exp(s):.2f}. Check every step again.")

@@ -11,6 +11,10 @@ when every test passes and ``-inf`` otherwise (no code, a failing test, an error
 With ``fraction=True`` and a ``test_list`` the score is ``log(passed / total)`` instead, which
 makes a subset of tests usable as a weak, graded verifier (``-inf`` when none passes).
 
+Explained (``explain``, the feedback of refinement): a program passes when every test passes;
+otherwise the feedback names the first failing test (``test_list``) or the test code's failure,
+with the end of the program's error output, truncated to ``feedback_chars`` characters.
+
 Programs run in threads (``asyncio.to_thread``), at most ``concurrency`` at a time: each run
 is a separate sandboxed process tree with its own CPU, memory and process limits.
 """
@@ -22,10 +26,12 @@ import math
 from typing import Any
 
 from ..tasks import get_task
-from ..tasks.code import problem_tests, run_problem_tests
+from ..tasks.code import problem_tests, program_with_prompt, run_problem_tests
 from ..errors import ConfigError
 from ..types import Problem
-from .base import Scorer, prob_to_logscore
+from .base import Scorer, Verdict, prob_to_logscore
+
+FEEDBACK_CHARS = 600
 
 __all__ = ["CodeTestsScorer"]
 
@@ -73,3 +79,52 @@ class CodeTestsScorer(Scorer):
 
         return list(await asyncio.gather(*(one(t) for t in texts)))
 
+    def explain_code(self, problem: Problem, code: str | None) -> Verdict:
+        """The verdict on one extracted program, with the failing test and its output (blocking)."""
+        if code is None:
+            return Verdict(-math.inf, False, "There is no code to run: put the complete program in one ```python "
+                                             "fenced block.")
+        from ..sandbox import run_test_list, run_tests  # noqa: PLC0415
+
+        meta = problem.metadata or {}
+        tests, test_list = problem_tests(problem)
+        timeout = float(meta.get("timeout", self.timeout))
+        if test_list is not None and (self.fraction or tests is None):
+            res, outcomes = run_test_list(code, test_list, setup_code=meta.get("test_setup") or "",
+                                          timeout=timeout, **self.limits)
+            passed = sum(outcomes) / len(outcomes)
+            score = prob_to_logscore(passed if self.fraction else float(all(outcomes)))
+            if all(outcomes):
+                return Verdict(score, True, "")
+            first = outcomes.index(False)
+            return Verdict(score, False, _truncate(
+                f"{len(outcomes) - sum(outcomes)} of {len(outcomes)} tests fail; the first failing test is "
+                f"`{test_list[first]}`.\nOutput ({res.status}):\n{res.stderr or res.stdout}"))
+        entry = meta.get("entry_point")
+        res = run_tests(program_with_prompt(code, meta.get("prompt"), entry), tests, entry, timeout=timeout,
+                        **self.limits)
+        if res.passed:
+            return Verdict(0.0, True, "")
+        return Verdict(-math.inf, False, _truncate(
+            f"The tests fail ({res.status}). Tests:\n{tests}\nOutput:\n{res.stderr or res.stdout}"))
+
+    async def explain(self, problem, texts, meter=None):
+        problem_tests(problem)
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(text: str) -> Verdict:
+            code = self._task.extract(text)
+            if code is None:
+                return self.explain_code(problem, None)
+            async with limit:
+                return await asyncio.to_thread(self.explain_code, problem, code)
+
+        return list(await asyncio.gather(*(one(t) for t in texts)))
+
+
+def _truncate(text: str, limit: int = FEEDBACK_CHARS) -> str:
+    """The head and the tail of a long text (the tail holds the traceback's last line)."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return text[:half] + "\n[...]\n" + text[-half:]

@@ -17,6 +17,11 @@ the request's :class:`~infscale.meter.Meter`; a candidate whose call the budget 
 unscored (NaN). It needs top logprobs: on a generator that reports none it raises a one-line
 ConfigError before any call (scoring every candidate ``log 0.5`` would be silent noise). The
 scorer serves both roles: ``kind`` is ``outcome`` and ``process_capable`` is True.
+
+By default the policy model evaluates itself; ``self-eval:model=NAME`` (another embedded model)
+or ``self-eval:url=URL`` (an OpenAI-compatible server) asks a model chosen independently, its
+calls charged to the same budget and counted apart in ``usage.by_model``
+(:mod:`infscale.scorers.separate`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ..params import SamplingParams
 from ..types import Completion, GenRequest, Problem
 from ..tasks.prompts import question_text
 from .base import UNSCORED, Scorer, prob_to_logscore
+from .separate import ScorerModel
 
 __all__ = ["SelfEvalScorer"]
 
@@ -41,8 +47,12 @@ class SelfEvalScorer(Scorer):
     process_capable = True
     requires = ("top_logprobs",)
 
-    def __init__(self, top_logprobs: int = 20):
+    def __init__(self, top_logprobs: int = 20, *, model: str | None = None, url: str | None = None):
         self.top_logprobs = top_logprobs
+        self.where = ScorerModel(self.name, model=model, url=url)
+
+    async def check(self, meter: Meter) -> None:
+        await super().check(await self.where.meter(meter))
 
     def _params(self) -> SamplingParams:
         return SamplingParams(temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
@@ -102,7 +112,8 @@ class SelfEvalScorer(Scorer):
     async def _ask(self, meter: Meter | None, build) -> list[float]:
         if meter is None:
             raise TypeError(f"scorer {self.name!r} calls the model: pass the request's Meter, not None")
-        await self.check(meter)
+        meter = await self.where.meter(meter)
+        await Scorer.check(self, meter)
         reqs = build(meter.chat)
         if not reqs:
             return []

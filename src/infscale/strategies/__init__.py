@@ -6,10 +6,13 @@ from ..errors import ConfigError
 from .base import Context, ParamSpec, Strategy
 from .sample import SAMPLE_STRATEGIES, SampleStrategy
 from .search import SEARCH_STRATEGIES, SearchStrategy
+from .refine import Refine
 
 __all__ = ["STRATEGIES", "get_strategy", "Strategy", "Context", "ParamSpec", "SampleStrategy", "SearchStrategy"]
 
 STRATEGIES: dict[str, Strategy] = {**SAMPLE_STRATEGIES, **SEARCH_STRATEGIES}
+# refinement and fusion: compositions that feed earlier candidates into new prompts
+STRATEGIES.update({s.name: s for s in [Refine()]})
 
 
 def get_strategy(name: str | Strategy) -> Strategy:
