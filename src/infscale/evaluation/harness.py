@@ -146,7 +146,7 @@ def _parse_one(text: str, scorers: dict[str, Callable[[], Scorer]]) -> StrategyS
     options = strat.options(given)
     if scorer is None and strat.wants_scorer(options):
         scorer = strat.default_scorer
-    if scorer is not None and scorer not in scorers and scorer not in SCORERS:
+    if scorer is not None and scorer not in scorers and scorer.partition(":")[0] not in SCORERS:
         raise ConfigError("scorer", f"unknown scorer {scorer!r} in {text!r}", ", ".join([*SCORERS, *scorers]))
     parts = [f"{k}={v}" for k, v in sorted(given.items())]
     if scorer is not None and "scorer" in rest:
