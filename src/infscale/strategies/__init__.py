@@ -7,12 +7,14 @@ from .base import Context, ParamSpec, Strategy
 from .sample import SAMPLE_STRATEGIES, SampleStrategy
 from .search import SEARCH_STRATEGIES, SearchStrategy
 from .refine import Refine
+from .fusion import FUSION_STRATEGIES
+from .hints import HintMarginalization
 
 __all__ = ["STRATEGIES", "get_strategy", "Strategy", "Context", "ParamSpec", "SampleStrategy", "SearchStrategy"]
 
 STRATEGIES: dict[str, Strategy] = {**SAMPLE_STRATEGIES, **SEARCH_STRATEGIES}
 # refinement and fusion: compositions that feed earlier candidates into new prompts
-STRATEGIES.update({s.name: s for s in [Refine()]})
+STRATEGIES.update({s.name: s for s in [Refine(), *FUSION_STRATEGIES.values(), HintMarginalization()]})
 
 
 def get_strategy(name: str | Strategy) -> Strategy:
