@@ -189,3 +189,25 @@ def test_with_context_keeps_the_task_prompt():
     assert p.question.endswith("How many apples?\n\n(Hint: 12.)") and p.task == "math"
     m = with_context(Problem(messages=[{"role": "user", "content": "Q?"}]), "extra")
     assert m.messages[-1]["content"] == "Q?\n\nextra"
+
+
+@pytest.mark.parametrize("strategy, scorer", [("refine", "arith-check"), ("refine", None), ("genselect", None),
+                                              ("usc", None), ("moa", None), ("tournament", None),
+                                              ("hint-marginalization", None)])
+def test_every_refinement_and_fusion_strategy_at_n_generates_about_n_samples_worth_of_tokens(strategy, scorer):
+    """The band of tests/test_compute_matched.py (0.5x to 2x the tokens of n independent samples),
+    scorer and selection calls included, on a model whose every reply is a wrong 4-token solution
+    (so refinement never passes and runs all its rounds) and whose verdicts are low."""
+    import asyncio
+
+    n = 8
+    one = "3 * 4 = 13\nAnswer: 13"  # 4 whitespace tokens... and a wrong product
+
+    def reply(req, rng):
+        return one if rng.random() < 0.5 else one.replace("13", "14")
+
+    samples = asyncio.run(infscale.run(PROBLEM, FakeGenerator(reply), "majority", n=n, seed=0)).usage.generated_tokens
+    r = asyncio.run(infscale.run(PROBLEM, FakeGenerator(reply, yes_prob=lambda q: 0.1), strategy, n=n, seed=0,
+                                 scorer=scorer))
+    ratio = r.usage.generated_tokens / samples
+    assert 0.5 <= ratio <= 2.0, (strategy, scorer, ratio)

@@ -171,7 +171,8 @@ async def test_arith_check_verdicts():
 
 async def test_refine_frees_every_handle_of_a_judge_run_on_a_forking_model():
     gen = RenderingForkingFake(never_learns, yes_prob=lambda req: 0.1)
-    r = await infscale.run(PROBLEM, gen, "refine", n=8, seed=2, options={"rounds": 1})
-    assert r.info["versions"] == [2, 2, 2, 2]
-    assert gen.held == set() and gen.handed_out == 8
+    r = await infscale.run(PROBLEM, gen, "refine", n=9, seed=2, options={"rounds": 1})
+    # a critic that writes its critique: a chain costs 2 versions + 1 critique, 9 // 3 = 3 chains
+    assert r.info["versions"] == [2, 2, 2]
+    assert gen.held == set() and gen.handed_out == 6
     assert r.usage.calls == gen.calls

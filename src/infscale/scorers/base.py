@@ -71,6 +71,7 @@ class Scorer:
     kind: str = "outcome"
     process_capable: bool = False
     requires: tuple[str, ...] = ()
+    writes_feedback: bool = False  # explain() generates its feedback with a model (about a solution's tokens)
 
     async def check(self, meter: "Meter") -> None:
         """Raise a one-line ConfigError if the meter's generator lacks a capability in :attr:`requires`."""

@@ -67,6 +67,7 @@ class JudgeScorer(Scorer):
     name = "judge"
     kind = "outcome"
     requires = ("top_logprobs",)
+    writes_feedback = True
 
     def __init__(self, *, model: str | None = None, url: str | None = None, threshold: float = 0.5,
                  critique_tokens: int = 128, top_logprobs: int = 20):

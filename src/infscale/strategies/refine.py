@@ -31,9 +31,10 @@ the model's more confident version), and the distribution weighs each chain's an
 
 Budget: every version is one call with about one solution's tokens and every verification is
 charged too (``judge``: one call per version plus one critique call per failing version;
-``arith-check`` and ``code-tests`` make no model call). ``--n`` buys about n solutions: ``n //
-(rounds + 1)`` chains (at least one) of up to ``rounds + 1`` versions each; a chain that passes
-early spends less. When the budget runs out, the strategy answers from the versions it has.
+``arith-check`` and ``code-tests`` make no model call). ``--n`` buys about n solutions' tokens:
+``n // (rounds + 1)`` chains (at least one) of up to ``rounds + 1`` versions each with a checker,
+``n // (2 rounds + 1)`` when the verifier writes a critique of about a solution's length before
+each revision (``judge``, self-critique); a chain that passes early spends less. When the budget runs out, the strategy answers from the versions it has.
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ class Refine(Strategy):
     name = "refine"
     summary = "generate, verify with feedback, revise: up to `rounds` revisions or until the verifier passes"
     default_scorer = "judge"
-    cost = ("n // (rounds + 1) chains of up to rounds + 1 versions: about n solutions' tokens (less when the "
-            "verifier passes early), plus the verifier's calls")
+    cost = ("n // (rounds + 1) chains of up to rounds + 1 versions (n // (2 rounds + 1) with a critic that writes "
+            "its critique, e.g. judge): about n solutions' tokens, less when the verifier passes early")
     params = {
         "rounds": ParamSpec(int, 3, "revisions at most per chain (k); a chain stops earlier when the verifier passes",
                             lo=0, hi=16),
@@ -129,8 +130,15 @@ class Refine(Strategy):
     def wants_scorer(self, options):
         return True
 
+    @staticmethod
+    def chains(n: int, rounds: int, writes_feedback: bool) -> int:
+        """Chains that --n buys: a chain costs up to rounds + 1 solutions, and as many critiques
+        again (less one) when the verifier writes its feedback with a model."""
+        per_chain = rounds + 1 + (rounds if writes_feedback else 0)
+        return max(1, n // per_chain)
+
     def init(self, ctx: Context) -> RefineState:
-        chains = max(1, ctx.n // (ctx.options["rounds"] + 1))
+        chains = self.chains(ctx.n, ctx.options["rounds"], getattr(ctx.scorer, "writes_feedback", False))
         return RefineState(chains=[Chain(index=i, request=ctx.sample_request(i)) for i in range(chains)])
 
     def done(self, st: RefineState) -> bool:
