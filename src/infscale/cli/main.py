@@ -191,6 +191,9 @@ def _print_result(r) -> None:
     early = ", stopped early" if r.stopped_early else ""
     print(f"\nusage: {len(r.candidates)} samples{early}, {u.calls} calls, {u.prompt_tokens} prompt tokens, "
           f"{u.generated_tokens} generated tokens, {u.seconds:.1f}s")
+    for label, part in u.by_model.items():
+        print(f"  of which {label}: {part.calls} calls, {part.prompt_tokens} prompt tokens, "
+              f"{part.generated_tokens} generated tokens")
 
 
 def _models(args) -> int:

@@ -162,11 +162,19 @@ class UsageOut(BaseModel):
     total_tokens: int
 
 
+class ModelUsage(BaseModel):
+    prompt_tokens: int
+    generated_tokens: int
+    calls: int
+
+
 class InfscaleUsage(BaseModel):
     prompt_tokens: int
     generated_tokens: int
     calls: int
     seconds: float
+    by_model: dict[str, ModelUsage] | None = Field(
+        None, description="the part spent on models other than the policy model (a judge on its own model)")
 
 
 class InfscaleResult(BaseModel):

@@ -406,7 +406,8 @@ class Service:
             "candidates": len(result.candidates),
             "stopped_early": bool(result.stopped_early),
             "usage": {"prompt_tokens": u.prompt_tokens, "generated_tokens": u.generated_tokens, "calls": u.calls,
-                      "seconds": round(u.seconds, 4)},
+                      "seconds": round(u.seconds, 4),
+                      **({"by_model": u.to_dict()["by_model"]} if u.by_model else {})},
         }
 
     def response(self, plan: Plan, result: Result, rid: str, created: int) -> dict[str, Any]:
