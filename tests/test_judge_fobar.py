@@ -142,3 +142,22 @@ async def test_fobar_picks_the_backward_consistent_answer_in_best_of_n():
 async def test_fobar_refuses_other_tasks():
     with pytest.raises(ConfigError, match="fobar verifies math answers"):
         await get_scorer("fobar").score(Problem(question="Say hi", task="text"), ["hi"], Meter(FakeGenerator()))
+
+
+async def test_a_judge_on_an_openai_compatible_server_by_url():
+    """judge:url=... asks any OpenAI-compatible server; its calls are charged to the request's
+    budget and reported apart."""
+    from infscale.testing.fake_openai import FakeOpenAIServer
+
+    def reply(prompt_or_messages, body, index):
+        return "Yes" if "Answer: 12" in str(prompt_or_messages) else "No"
+
+    with FakeOpenAIServer(reply=reply, models=("grader",)) as srv:
+        judge = get_scorer(f"judge:url={srv.base_url},model=grader")
+        policy = FakeGenerator(answer_model(0.5, correct="12", wrong=("13",)))
+        r = await infscale.run(PROBLEM, policy, "best-of-n", n=4, scorer=judge, seed=1)
+        label = "judge:grader"
+        assert r.usage.by_model[label].calls == 4 and r.usage.calls == 8
+        assert {c.answer: c.score for c in r.candidates} == {"12": 0.0, "13": -math.inf}
+        assert r.answer == "12"
+        assert srv.requests and all(b.get("model") == "grader" for b in srv.requests if isinstance(b, dict))
