@@ -9,7 +9,6 @@ import pytest
 
 import infscale
 from infscale import Budget, Problem
-from infscale.errors import ConfigError
 from infscale.strategies.fusion import parse_pick, with_context
 from infscale.testing import FakeGenerator, answer_model
 
@@ -151,9 +150,20 @@ async def test_tournament_crowns_the_answer_the_judge_prefers_in_every_match():
     assert r.usage.calls == gen.calls == 12 + 2 * (distinct - 1)
 
 
-async def test_tournament_needs_a_pairwise_scorer():
-    with pytest.raises(ConfigError, match="tournament needs a pairwise scorer"):
-        await infscale.run(PROBLEM, FakeGenerator(), "tournament", n=4, scorer="arith-check")
+async def test_tournament_with_a_pointwise_scorer_uses_bradley_terry_on_the_scores():
+    """arith-check scores 'Answer: 12' and 'Answer: 13' alike (nothing to check): no preference,
+    the first of each pair goes on; a wrong computation loses to a right one."""
+    def reply(req, rng):
+        return "3 * 4 = 12\nAnswer: 12" if rng.random() < 0.3 else "3 * 4 = 13\nAnswer: 13"
+
+    gen = FakeGenerator(reply)
+    r = await infscale.run(PROBLEM, gen, "tournament", n=6, scorer="arith-check", seed=0, trace=True)
+    assert {c.answer for c in r.candidates} == {"12", "13"}
+    match = [m for s in r.trace if s["event"] == "round" for m in s["matches"]]
+    assert len(match) == 1
+    right_first = r.candidates[match[0]["a"]].answer == "12"
+    assert match[0]["p_a"] == pytest.approx(1 / 1.05 if right_first else 0.05 / 1.05)
+    assert r.answer == "12" and gen.calls == 6  # arith-check calls no model
 
 
 async def test_hint_marginalization_draws_hints_from_the_previous_round():

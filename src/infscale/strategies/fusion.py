@@ -14,7 +14,9 @@
   synthesizes the answer.
 * ``tournament`` — knockout selection with a pairwise judge (the ``judge`` scorer's
   :meth:`~infscale.scorers.judge.JudgeScorer.compare`, both presentation orders): the distinct
-  answers meet in seeded random pairs, the preferred one goes on, until one is left.
+  answers meet in seeded random pairs, the preferred one goes on, until one is left. With a
+  pointwise scorer (no ``compare``) a match goes to the Bradley-Terry preference
+  ``exp(s_a) / (exp(s_a) + exp(s_b))`` of the two scores (each representative scored once).
 
 Picks are parsed robustly (:func:`parse_pick`): a number right after the prefilled "... is
 Solution", a phrase naming the best/correct/most consistent one ("Solution 3 is correct", "the
@@ -38,7 +40,6 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import ConfigError
 from ..meter import BUDGET
 from ..params import SamplingParams
 from ..rng import derive_seed, make_rng
@@ -306,9 +307,6 @@ class Tournament(_Fusion):
 
     async def step(self, st: FusionState, ctx: Context):
         if st.phase == "sample":
-            if not hasattr(ctx.scorer, "compare"):
-                raise ConfigError("scorer", f"tournament needs a pairwise scorer; {ctx.scorer.name!r} scores one "
-                                  "solution at a time", "judge (judge:model=NAME, judge:url=URL)")
             info = await self._sample(st, ctx)
             answered = [i for i, c in enumerate(st.samples) if c.answer is not None]
             ids = group_answers(ctx.task, [st.samples[i].answer for i in answered])
@@ -324,8 +322,7 @@ class Tournament(_Fusion):
             return st, info
         alive = st.info["alive"]
         pairs = [(alive[j], alive[j + 1]) for j in range(0, len(alive) - 1, 2)]
-        prefs = await ctx.scorer.compare(ctx.problem, [(st.samples[a].text, st.samples[b].text) for a, b in pairs],
-                                         ctx.meter)
+        prefs = await self._compare(st, ctx, pairs)
         winners = []
         for (a, b), lp in zip(pairs, prefs):
             if math.isnan(lp):  # the budget refused the match: the first goes on
@@ -343,10 +340,35 @@ class Tournament(_Fusion):
             st.finished = True
         return st, {"event": "round", "matches": st.info["rounds"][-1], "alive": winners}
 
+    async def _compare(self, st: FusionState, ctx: Context, pairs: list[tuple[int, int]]) -> list[float]:
+        """log P(first wins) per pair: the scorer's own pairwise judgement where it has one, else
+        the Bradley-Terry probability exp(s_a) / (exp(s_a) + exp(s_b)) of its pointwise scores
+        (each representative scored once, when it first plays)."""
+        if hasattr(ctx.scorer, "compare"):
+            return await ctx.scorer.compare(ctx.problem, [(st.samples[a].text, st.samples[b].text) for a, b in pairs],
+                                            ctx.meter)
+        scores = st.info.setdefault("scores", {})
+        todo = [i for pair in pairs for i in pair if i not in scores]
+        if todo:
+            for i, s in zip(todo, await ctx.scorer.score(ctx.problem, [st.samples[i].text for i in todo], ctx.meter)):
+                scores[i] = s
+        out = []
+        for a, b in pairs:
+            sa, sb = scores[a], scores[b]
+            if math.isnan(sa) or math.isnan(sb):
+                out.append(math.nan)
+            elif sa == sb:  # equal (both -inf included): no preference
+                out.append(math.log(0.5))
+            else:
+                out.append(-math.log1p(math.exp(sb - sa)) if sa > sb else (sa - sb) - math.log1p(math.exp(sa - sb)))
+        return out
+
     async def close(self, st: FusionState, ctx: Context) -> None:
         pass
 
     def select(self, st: FusionState, ctx: Context) -> Result:
+        for i, sc in st.info.get("scores", {}).items():
+            st.samples[i].score = None if math.isnan(sc) else sc
         ids, wins = st.info.get("ids", {}), st.info.get("wins", {})
         class_wins = {ids[i]: w for i, w in wins.items()}
         size: dict[int, int] = {}
