@@ -161,3 +161,24 @@ async def test_a_judge_on_an_openai_compatible_server_by_url():
         assert {c.answer: c.score for c in r.candidates} == {"12": 0.0, "13": -math.inf}
         assert r.answer == "12"
         assert srv.requests and all(b.get("model") == "grader" for b in srv.requests if isinstance(b, dict))
+
+
+async def test_self_eval_on_a_separate_model_and_the_child_meter_shares_the_budget():
+    from infscale.scorers.self_eval import SelfEvalScorer
+
+    policy, other = FakeGenerator(answer_model(1.0, correct="12")), FakeGenerator(yes_prob=lambda r: 0.6)
+    sc = get_scorer("self-eval:model=other")
+    assert isinstance(sc, SelfEvalScorer) and sc.where.label == "self-eval:other"
+    sc.where._generator = other
+    r = await infscale.run(PROBLEM, policy, "weighted", n=2, scorer=sc, seed=0)
+    assert other.calls == 2 and r.usage.by_model["self-eval:other"].calls == 2 and r.usage.calls == 4
+    assert all(c.score == pytest.approx(math.log(0.6)) for c in r.candidates)
+    # a child meter stops the request as the parent does
+    meter = Meter(policy, Budget(calls=1))
+    child = meter.on(other, "x")
+    await meter.generate([infscale.GenRequest(params=infscale.SamplingParams(), prompt="a")])
+    from infscale.meter import BudgetExhausted
+
+    with pytest.raises(BudgetExhausted):
+        await child.generate([infscale.GenRequest(params=infscale.SamplingParams(), prompt="b")])
+    assert meter.stopped_by_budget and child.stopped_by_budget and meter.usage.by_model["x"].calls == 0
