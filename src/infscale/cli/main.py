@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("ask", help="answer one question with a strategy")
     a.add_argument("question")
     a.add_argument("--strategy", "-s", default="majority", help="strategy name (see `infscale strategies`)")
-    a.add_argument("--n", type=int, default=8, help="width: about the compute of N independent samples, in every strategy (default 8)")
+    a.add_argument("--n", type=int, default=None, help="width: about the compute of N independent samples, in every "
+                   "strategy (default 8; for auto a cap on the policy's budget, default none)")
     a.add_argument("--scorer", default=None, help="scorer name (default: the strategy's own)")
     a.add_argument("--model", "-m", default=None, help="registered model name or .gguf path (default smollm2-135m)")
     a.add_argument("--backend-url", default=None, help="an OpenAI-compatible server instead of the embedded engine")
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-calls", type=int, default=None, help="budget: model calls in all")
     a.add_argument("--max-seconds", type=float, default=None, help="budget: wall seconds")
     a.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE", help="strategy setting")
+    a.add_argument("--policy", default=None, metavar="NAME",
+                   help="--strategy auto: the policy (INFSCALE_HOME/policies/NAME.json, else shipped, or a .json path; "
+                        "default: the one named after the model)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--trace", default=None, metavar="FILE.jsonl",
                    help="write every search step (nodes, scores, weights, resampling) as JSON lines")
@@ -74,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that live in their own module: infscale.cli.<name> with register(sub) and run(args).
 # register() adds a subparser and sets defaults(handler=run).
-_COMMAND_MODULES = ("eval", "report", "export", "data", "serve", "trace")
+_COMMAND_MODULES = ("eval", "report", "export", "data", "serve", "trace", "tune")
 
 
 def _command_modules():
@@ -124,8 +128,15 @@ def _ask(args) -> int:
 
     # validate everything before loading a model
     strat = get_strategy(args.strategy)
+    if args.n is None:  # auto: n only caps the policy's budget, so no cap unless given
+        args.n = 1 << 16 if getattr(strat, "n_is_cap", False) else 8
     check_n(args.n)
-    options = strat.options(_param_pairs(args.param))
+    given = _param_pairs(args.param)
+    if args.policy is not None:
+        if "policy" not in strat.params:
+            raise ConfigError("--policy", f"strategy {strat.name!r} takes no policy", "--strategy auto --policy NAME")
+        given["policy"] = args.policy
+    options = strat.options(given)
     get_task(args.task)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
                             max_tokens=args.max_tokens, seed=args.seed)
@@ -142,6 +153,14 @@ def _ask(args) -> int:
         if not Path(args.trace).expanduser().resolve().parent.is_dir():
             raise ConfigError("--trace", f"the folder of {args.trace} does not exist", "a path in an existing folder")
 
+    if "policy" in strat.params and args.backend_url is None:  # auto: a bad policy fails before the model loads
+        from pathlib import Path  # noqa: PLC0415
+
+        from ..strategies.policy import load_policy  # noqa: PLC0415
+
+        model = args.model or "smollm2-135m"
+        load_policy(options.get("policy") or None, Path(model).stem if model.endswith(".gguf") else model)
+
     engine_options = {}
     if args.threads is not None and args.backend_url is None:
         from ..backends.llamacpp import threads_setting  # noqa: PLC0415
@@ -154,7 +173,8 @@ def _ask(args) -> int:
     else:
         _progress(f"using the server at {args.backend_url} (model: {args.model or 'its first model'}) ...")
     gen = load_generator(args.model, backend_url=args.backend_url, **engine_options)
-    _progress(f"running {strat.name} with n={args.n} ({time.monotonic() - t0:.1f}s to load)")
+    width = "no cap" if args.n == 1 << 16 else f"n={args.n}"
+    _progress(f"running {strat.name} with {width} ({time.monotonic() - t0:.1f}s to load)")
     problem = Problem(question=args.question, task=args.task, id="cli")
     result = asyncio.run(run(problem, gen, strat, n=args.n, scorer=args.scorer, params=params, budget=budget,
                              seed=args.seed, options=options, trace=args.trace is not None))
@@ -178,7 +198,9 @@ def _progress(msg: str) -> None:
 
 
 def _print_result(r) -> None:
-    print(f"answer: {r.answer if r.answer is not None else '(abstained: no sample gave an answer)'}")
+    why = "the policy abstains on this signal" if (r.info.get("decision") or {}).get("action") == "abstain" \
+        else "no sample gave an answer"
+    print(f"answer: {r.answer if r.answer is not None else f'(abstained: {why})'}")
     if len(r.answers) > 1 and r.strategy == "bom":
         print(f"answers (top {len(r.answers)}): {', '.join(r.answers)}")
     no_answer = sum(1 for c in r.candidates if c.answer is None)
@@ -187,6 +209,13 @@ def _print_result(r) -> None:
         print(f"{m.answer[:24]:<24} {m.weight:>7.3f} {m.count:>6}")
     if no_answer:
         print(f"{'(no answer)':<24} {'':>7} {no_answer:>6}")
+    d = r.info.get("decision")
+    if d is not None:  # auto: what it read and what it chose
+        value = "none" if d.get("value") is None else f"{d['value']:.3g}"
+        what = {"abstain": "abstain", "answer": f"answer now ({d.get('spec')} over the probe)",
+                "continue": f"{d.get('spec')} at budget {d.get('budget')}"}.get(d["action"], d["action"])
+        print(f"\ndecision: policy {d['policy']}, {d['signal']} = {value} on {d['probe']} probe samples, "
+              f"bin {d['bin']}: {what}{' (capped by --n)' if d.get('capped') else ''}")
     u = r.usage
     early = ", stopped early" if r.stopped_early else ""
     print(f"\nusage: {len(r.candidates)} samples{early}, {u.calls} calls, {u.prompt_tokens} prompt tokens, "

@@ -190,6 +190,8 @@ class InfscaleResult(BaseModel):
     distribution: list[AnswerMassOut] = Field(description="answer classes, weights sum to 1, best first")
     candidates: int = Field(description="how many candidates the strategy produced")
     stopped_early: bool
+    decision: dict[str, Any] | None = Field(None, description="auto: the policy's decision (signal value, bin, "
+                                            "chosen spec and budget); null for other strategies")
     usage: InfscaleUsage
 
 

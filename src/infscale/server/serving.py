@@ -246,7 +246,10 @@ class Service:
         elif name_budget is not None:
             budget, budget_param = name_budget, "model"
         else:
-            budget, budget_param = (1 if strategy == "greedy" else cfg.default_budget), "model"
+            # a strategy whose n is a cap (auto) gets the largest budget: the policy chooses below it
+            budget = 1 if strategy == "greedy" else (cfg.max_budget if getattr(strat, "n_is_cap", False)
+                                                     else cfg.default_budget)
+            budget_param = "model"
         if budget < 1 or budget > cfg.max_budget:
             raise ApiError(400, f"{budget_param}: budget {budget} is not allowed (accepted: an integer in "
                            f"[1, {cfg.max_budget}], the server's --max-budget)", param=budget_param, code="invalid_value")
@@ -405,6 +408,7 @@ class Service:
             "distribution": [m.to_dict() for m in result.distribution],
             "candidates": len(result.candidates),
             "stopped_early": bool(result.stopped_early),
+            "decision": result.info.get("decision"),
             "usage": {"prompt_tokens": u.prompt_tokens, "generated_tokens": u.generated_tokens, "calls": u.calls,
                       "seconds": round(u.seconds, 4),
                       **({"by_model": u.to_dict()["by_model"]} if u.by_model else {})},

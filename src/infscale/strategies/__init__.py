@@ -9,12 +9,15 @@ from .search import SEARCH_STRATEGIES, SearchStrategy
 from .refine import Refine
 from .fusion import FUSION_STRATEGIES
 from .hints import HintMarginalization
+from .auto import AUTO
 
 __all__ = ["STRATEGIES", "get_strategy", "Strategy", "Context", "ParamSpec", "SampleStrategy", "SearchStrategy"]
 
 STRATEGIES: dict[str, Strategy] = {**SAMPLE_STRATEGIES, **SEARCH_STRATEGIES}
 # refinement and fusion: compositions that feed earlier candidates into new prompts
 STRATEGIES.update({s.name: s for s in [Refine(), *FUSION_STRATEGIES.values(), HintMarginalization()]})
+# auto: probes, reads a difficulty signal, hands over to the strategy its policy chose
+STRATEGIES[AUTO.name] = AUTO
 
 
 def get_strategy(name: str | Strategy) -> Strategy:

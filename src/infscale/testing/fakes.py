@@ -48,6 +48,7 @@ class FakeGenerator(Generator):
     """A scripted generator with the real protocol (ordered, batch-first, cancellable)."""
 
     name = "fake"
+    model_name = "fake"  # the model it stands for (the `auto` strategy reads the policy of this name)
 
     def __init__(self, reply: Callable[[GenRequest, np.random.Generator], str] | None = None, *,
                  yes_prob: Callable[[GenRequest], float] | None = None, chat: bool = True, delay: float = 0.0):
