@@ -374,3 +374,33 @@ def test_auto_answers_on_the_embedded_model_and_reports_its_decision(engine):
     assert r.usage.generated_tokens > 0 and len(r.candidates) >= min(pol.probe, 16)
     assert (r.answer is None) == (d["action"] == "abstain" or not r.distribution)
     json.dumps(r.to_dict())  # the decision is in --json
+
+
+# -- batch allocation under one token budget ----------------------------------------------------
+
+@pytest.mark.parametrize("extra,continued", [(0, 0), (8, 1), (24, 3), (1000, 3)])
+def test_eval_total_tokens_spends_where_the_gain_per_token_is_highest(home, extra, continued, capsys):
+    """With the closed-form policy (medium problems gain 1.0 accuracy for 8 more tokens, easy and
+    hopeless ones nothing), a batch of 3 + 3 + 3 problems whose probes cost 72 tokens continues
+    exactly as many medium problems as `extra` tokens pay for, and no other problem."""
+    with Store() as st:
+        rid = stored_run(st)
+        save_policy(tune(st, [rid], "t", TuneConfig(probes=(2,), signals=("agreement",))), "closed")
+        probs = [p for p in class_problems(3)]
+        cfg = EvalConfig(dataset="fake", strategies=["auto:policy=closed"], budgets=[16], model="fake",
+                         params={"max_tokens": 32}, total_tokens=72 + extra)
+        rid2 = start_run(st, cfg, probs)
+        asyncio.run(run_eval(st, rid2, FakeGenerator(three_classes)))
+        rows = {r["problem_id"]: r for r in st.get_results(rid2)}
+    alloc = json.loads((home / "reports" / f"{rid2}-allocation.json").read_text())[0]
+    per = {x["problem_id"]: x for x in alloc["per_problem"]}
+    assert sum(per[f"medium{j}"]["budget"] == 4 for j in range(3)) == continued
+    assert all(per[f"{k}{j}"]["budget"] == 2 for k in ("easy", "hopeless") for j in range(3))
+    assert alloc["spent"] <= 72 + extra and alloc["probe_tokens"] == 72
+    assert sum(rows[f"medium{j}"]["correct"] for j in range(3)) == continued
+    assert all(rows[f"easy{j}"]["correct"] == 1 and rows[f"hopeless{j}"]["answer"] is None for j in range(3))
+
+
+def test_total_tokens_needs_auto():
+    with pytest.raises(ConfigError, match="total-tokens: applies to the auto strategy only"):
+        EvalConfig(dataset="fake", strategies=["majority"], budgets=[2], total_tokens=100).validate()

@@ -51,6 +51,9 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--min-p", type=float, default=0.0)
     p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--total-tokens", type=float, default=None, metavar="T",
+                   help="with --strategies auto: one budget of generated tokens for the whole batch, spent where the "
+                        "policy's curves promise the most accuracy per token (per seed); the allocation is printed")
     p.add_argument("--reproducible", action="store_true",
                    help="embedded engine: draw one sample at a time, so each is reproducible from its stored "
                         "seed whatever ran beside it (about 2x slower)")
@@ -75,7 +78,7 @@ def _config(args):
                      answer_field=args.answer_field, choices_field=args.choices_field, model=args.model,
                      backend_url=args.backend_url, params=params,
                      concurrency=8 if args.concurrency is None else args.concurrency, subsamples=args.subsamples,
-                     reproducible=args.reproducible)
+                     reproducible=args.reproducible, total_tokens=args.total_tokens)
     cfg.validate()
     return cfg
 
@@ -157,9 +160,27 @@ def run(args) -> int:
             if path is not None:
                 print(f"\nhtml report: {path}")
             print(f"run: {run_id} ({counts['samples']} samples, {counts['results']} results in {store.path})")
+            _print_allocation(run_id)
             if tps is not None:
                 print(f"throughput: {last[0].generated_tokens} generated tokens in {last[0].seconds:.1f} s = "
                       f"{tps:.1f} tokens/s (concurrency {concurrency or config.concurrency})")
         return 0
     finally:
         store.close()
+
+
+def _print_allocation(run_id: str) -> None:
+    """``--total-tokens``: how auto's allocation spread the batch's tokens (if there was one)."""
+    from collections import Counter  # noqa: PLC0415
+
+    from ..home import subdir  # noqa: PLC0415
+
+    path = subdir("reports") / f"{run_id}-allocation.json"
+    if not path.exists():
+        return
+    for a in json.loads(path.read_text()):
+        spread = Counter((x["bin"], x["spec"], x["budget"]) for x in a["per_problem"])
+        print(f"allocation ({a['strategy']}, seed {a['seed']}): {a['spent']:.0f} of {a['total_tokens']:.0f} tokens "
+              f"spent on {a['problems']} problems ({a['probe_tokens']:.0f} in probes); "
+              + "; ".join(f"bin {b}: {s}@{n} x{c}" for (b, s, n), c in sorted(spread.items(), key=str))
+              + f"  [{path}]")

@@ -217,6 +217,7 @@ class EvalConfig:
     concurrency: int = 8
     subsamples: int = 20
     reproducible: bool = False  # embedded engine: one sample at a time, independent of the batch
+    total_tokens: float | None = None  # auto: one token budget for the whole batch (per seed), allocated
 
     def validate(self, scorers: dict[str, Callable[[], Scorer]] | None = None) -> list[StrategySpec]:
         """Check every setting (one-line errors naming the parameter); the parsed specs."""
@@ -231,6 +232,13 @@ class EvalConfig:
             raise ConfigError("reproducible", "applies to the embedded engine only, not to --backend-url",
                               "--reproducible with the embedded engine (--model), or no --reproducible")
         self.sampling_params()
+        if self.total_tokens is not None:
+            if isinstance(self.total_tokens, bool) or not isinstance(self.total_tokens, (int, float)) \
+                    or not self.total_tokens > 0:
+                raise ConfigError("total-tokens", f"got {self.total_tokens!r}", "a number of generated tokens > 0")
+            if not any(s.name == "auto" for s in specs):
+                raise ConfigError("total-tokens", "applies to the auto strategy only",
+                                  "--strategies auto[,...] --total-tokens T")
         return specs
 
     def sampling_params(self) -> SamplingParams:
@@ -359,6 +367,9 @@ class _Harness:
         self.tokens_new = 0
         self.started = time.monotonic()
         self.grade_limit = asyncio.Semaphore(GRADE_CONCURRENCY)
+        # with a total token budget, auto runs once per seed over the whole batch (run_batch)
+        self.batched = [s for s in specs if s.name == "auto"] if config.total_tokens is not None else []
+        self.allocations: list[dict[str, Any]] = []
 
     # -- helpers ------------------------------------------------------------------------
     def _scorer(self, name: str | None) -> Scorer | None:
@@ -432,6 +443,28 @@ class _Harness:
             for problem in self.problems:
                 for seed in range(self.config.seeds):
                     tg.create_task(item(problem, seed))
+        for spec in self.batched:
+            for seed in range(self.config.seeds):
+                await self._batch(spec, seed)
+
+    async def _batch(self, spec: StrategySpec, seed: int) -> None:
+        """``auto`` over all problems under ``total_tokens`` (per seed), stored at the largest budget."""
+        from ..strategies.auto import run_batch  # noqa: PLC0415
+
+        budget = max(self.budgets)
+        if all((spec.label, budget, seed, p.id) in self.done_keys for p in self.problems):
+            return
+        mark = self.clock.enter(len(self.problems))
+        try:
+            results, allocation = await run_batch(self.problems, self.gen, total_tokens=float(self.config.total_tokens),
+                                                  policy=spec.options.get("policy") or None, seed=seed,
+                                                  params=self.params, concurrency=self.config.concurrency)
+        finally:
+            seconds = self.clock.leave(len(self.problems), mark)
+        self.allocations.append({"strategy": spec.label, "seed": seed, **allocation})
+        for problem, result in zip(self.problems, results):
+            await self._store_result(problem, seed, spec, budget, result, seconds / len(self.problems),
+                                     pool=f"{spec.label}@total")
 
     async def _item(self, problem: Problem, seed: int) -> None:
         jobs = []
@@ -439,7 +472,7 @@ class _Harness:
                                for s in self.pooled for b in self.budgets):
             jobs.append(self._pool(problem, seed))
         for spec in self.specs:
-            if spec.pooled:
+            if spec.pooled or spec in self.batched:
                 continue
             if spec.greedy:
                 if seed == 0 and (spec.label, 1, 0, problem.id) not in self.done_keys:
@@ -567,6 +600,10 @@ class _Harness:
                                         seed=seed, options=spec.options)
         finally:
             seconds = self.clock.leave(width, mark)
+        await self._store_result(problem, seed, spec, budget, result, seconds, pool=pool)
+
+    async def _store_result(self, problem: Problem, seed: int, spec: StrategySpec, budget: int, result, seconds: float,
+                            *, pool: str) -> None:
         task = get_task(problem.task)
         answers = [c.answer for c in result.candidates]
         grades = await self._grade(problem, answers)
@@ -622,6 +659,10 @@ async def run_eval(store: Store, run_id: str, generator: Generator, *,
     try:
         await h.run()
         status = "done"
+        if h.allocations:  # --total-tokens: what auto's allocation gave each problem
+            from ..home import subdir  # noqa: PLC0415
+
+            (subdir("reports") / f"{run_id}-allocation.json").write_text(json.dumps(h.allocations, indent=1))
     except (asyncio.CancelledError, KeyboardInterrupt):
         status = "interrupted"
         raise

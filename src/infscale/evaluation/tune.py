@@ -2,8 +2,9 @@
 
 Method (docs/compute-optimal.md has the figures and references):
 
-1. **Problems.** Every problem of the given runs that has a sample pool (seed 0; a pooled
-   strategy such as majority or best-of-n was in the grid) is one item; step-level strategies'
+1. **Problems.** Every problem of the given runs that has a complete sample pool (seed 0; a
+   pooled strategy such as majority or best-of-n was in the grid; an interrupted run's partly
+   sampled problems are left out) is one item; step-level strategies'
    stored results on the same problems (same question) join it. Problems are split by
    :func:`~infscale.evaluation.metrics.holdout_split` (seeded hash of the question) into a
    tuning part and a holdout.
@@ -143,7 +144,8 @@ def load_problems(store: Store, run_ids: Sequence[str]) -> tuple[list[ProblemDat
             if pd is None:
                 pd = by_key[key] = ProblemData(key=key, problem_id=pid, task=data.get("task") or "math", pool=[])
             rows = sorted(pool_rows.get(pid, []), key=lambda s: s["idx"])
-            if rows and len(rows) > len(pd.pool):
+            # only complete pools (an interrupted run leaves some problems partly sampled)
+            if len(rows) >= max(cfg.get("budgets") or [0]) and len(rows) > len(pd.pool):
                 pd.pool = rows
         for spec in specs:
             if spec.pooled:

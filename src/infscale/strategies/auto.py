@@ -30,6 +30,7 @@ marginal gain in expected accuracy per token is highest (the policy's per-bin cu
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ from ..types import Candidate, Completion, Result
 from .base import BudgetExhausted, Context, ParamSpec, Strategy
 from .policy import SIGNALS, Action, Policy, load_policy, parse_spec, signal_value
 
-__all__ = ["AutoStrategy", "AUTO", "allocate", "resolve_spec", "generator_model"]
+__all__ = ["AutoStrategy", "AUTO", "allocate", "run_batch", "resolve_spec", "generator_model"]
 
 CHECKER = "arith-check"
 
@@ -206,10 +207,12 @@ class AutoStrategy(Strategy):
         spec = action.spec
         if state.k < policy.probe:  # the cap is below the probe: answer from what the cap allowed
             kind, spec = "answer", "majority"
+        if kind == "continue" and budget <= state.k:  # nothing beyond the probe fits (the cap): answer now
+            kind = "answer"
+            if not _pooled(resolve_spec(spec)[0]):
+                spec = "majority"
         state.spec = resolve_spec(spec)
         strat = state.spec[0]
-        if kind == "continue" and _pooled(strat) and budget <= state.k:
-            kind = "answer"
         state.action = Action(kind, spec, budget)
         state.budget = budget if kind == "continue" else state.k
         lo, hi = policy.bins[b].lo, policy.bins[b].hi
@@ -335,3 +338,92 @@ def _upper_hull(curve: list[dict[str, Any]]) -> list[int]:
                 break
         hull.append(i)
     return hull
+
+
+async def run_batch(problems: list, generator: Any, *, total_tokens: float, policy: str | None = None, seed: int = 0,
+                    params: Any = None, concurrency: int = 8) -> tuple[list[Result], dict[str, Any]]:
+    """``auto`` over a batch under one total token budget (``infscale eval --total-tokens``).
+
+    Every problem is probed first (``auto`` capped at the probe size: ``k`` samples, the
+    signal, the bin); then :func:`allocate` spends what is left of ``total_tokens`` where the
+    bins' curves promise the largest gain in accuracy per token, instead of the same budget per
+    problem; then each problem continues with the option it was given. A sample-level
+    continuation draws samples ``k..budget-1`` (what ``auto`` alone would draw next; no probe
+    sample is drawn again) and chooses over all ``budget`` samples; a step-level one searches
+    afresh. Returns the results (``info["decision"]`` marks ``allocated``) and the
+    allocation: tokens given and spent, and per problem its bin, option and tokens."""
+    import asyncio  # noqa: PLC0415
+
+    import contextlib  # noqa: PLC0415
+
+    from ..meter import Meter  # noqa: PLC0415
+    from .runner import run  # noqa: PLC0415  (the runner imports the registry, which imports this module)
+
+    pol = load_policy(policy or None, generator_model(generator))
+    sem = asyncio.Semaphore(concurrency)
+    opts = {"policy": policy or ""}
+
+    async def probe(p):
+        async with sem:
+            return await run(p, generator, AUTO, n=pol.probe, seed=seed, params=params, options=opts)
+
+    probes = list(await asyncio.gather(*(probe(p) for p in problems)))
+    spent = [float(r.usage.generated_tokens) for r in probes]
+    curves = []
+    for r in probes:
+        b = r.info["decision"]["bin"]
+        curve = list(pol.bins[b].curve) if b is not None else []
+        if not curve or curve[0].get("kind") != "answer":
+            curve = [{"kind": "answer", "spec": "majority", "budget": pol.probe, "tokens": 0.0, "accuracy": 0.0}] + \
+                [c for c in curve if c.get("kind") == "continue"]
+        curves.append(curve)
+    chosen = allocate(curves, spent, total_tokens)
+
+    async def finish(p, r, curve, j):
+        opt = curve[j]
+        if j == 0 or opt.get("kind") != "continue" or int(opt["budget"]) <= pol.probe:
+            return r
+        strat, sopts, sc = resolve_spec(opt["spec"])
+        budget = int(opt["budget"])
+        async with sem:
+            if not _pooled(strat):
+                more = await run(p, generator, strat, n=budget, seed=seed, params=params, options=sopts, scorer=sc)
+                out = more
+            else:  # samples probe..budget-1, exactly the ones auto itself would draw next
+                from ..params import SamplingParams  # noqa: PLC0415
+                from ..tasks import get_task  # noqa: PLC0415
+
+                task = get_task(p.task)
+                ctx = Context(problem=p, meter=Meter(generator), task=task, params=params or SamplingParams(),
+                              n=budget, seed=seed, scorer=sc, options=sopts)
+                new: list[Candidate] = []
+                async with contextlib.aclosing(ctx.stream([ctx.sample_request(i)
+                                                           for i in range(pol.probe, budget)])) as stream:
+                    async for j, c in stream:
+                        if c.finish_reason != BUDGET:
+                            new.append(Candidate(text=c.text, answer=task.extract(c.text), index=pol.probe + j,
+                                                 logprob=c.logprob, generated_tokens=c.generated_tokens,
+                                                 finish_reason=c.finish_reason, seed=c.seed))
+                cands = list(r.candidates) + sorted(new, key=lambda c: c.index)
+                if sc is not None and strat.wants_scorer(sopts) and cands:
+                    got = await sc.score(p, [c.text for c in cands], ctx.meter)
+                    cands = [dataclasses.replace(c, score=None if math.isnan(s) else s) for c, s in zip(cands, got)]
+                out = strat._choose(cands, task, sopts, ctx.usage, n=budget, stopped_early=False)
+        out.strategy = AUTO.name
+        out.usage.calls += r.usage.calls
+        out.usage.generated_tokens += r.usage.generated_tokens
+        out.usage.prompt_tokens += r.usage.prompt_tokens
+        out.usage.seconds += r.usage.seconds
+        out.info = {**out.info, "decision": {**r.info["decision"], "action": "continue", "spec": opt["spec"],
+                                             "budget": budget, "allocated": True}}
+        return out
+
+    results = list(await asyncio.gather(*(finish(p, r, c, j) for p, r, c, j in zip(problems, probes, curves, chosen))))
+    per = [{"problem_id": p.id, "bin": r.info["decision"]["bin"], "value": r.info["decision"]["value"],
+            "spec": c[j].get("spec"), "budget": int(c[j].get("budget") or pol.probe),
+            "tokens": float(res.usage.generated_tokens)}
+           for p, r, c, j, res in zip(problems, probes, curves, chosen, results)]
+    allocation = {"policy": pol.name, "total_tokens": float(total_tokens),
+                  "spent": float(sum(x["tokens"] for x in per)), "probe_tokens": float(sum(spent)),
+                  "problems": len(problems), "per_problem": per}
+    return results, allocation
