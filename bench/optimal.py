@@ -15,10 +15,12 @@ Last line: ``optimal: tokens_ratio=X accuracy_delta=Y``; the line before: Y's in
 Goal: X <= 0.5 with Y's interval including or above 0.
 
     python bench/optimal.py [--tune-problems 40] [--problems 20] [--max-tokens 128]
-                            [--tune-run RUN_ID] [--fixed-run RUN_ID] [--db PATH]
+                            [--tune-run RUN_ID] [--fixed-run RUN_ID] [--eval-minutes M] [--db PATH]
 
-``--tune-run`` / ``--fixed-run`` reuse stored runs of exactly these grids (e.g. the ones
-``make policy`` made) instead of generating them again.
+``--tune-run`` / ``--fixed-run`` reuse (and resume, if incomplete) stored runs of exactly these
+grids instead of starting new ones. Both evals run together through one engine; with
+``--eval-minutes M`` they stop after M minutes and only the problems whose pools are complete
+are used (printed), so the problem count is whatever the machine allowed.
 """
 
 from __future__ import annotations
@@ -47,15 +49,32 @@ STRATEGIES = ["majority", "best-of-n:scorer=arith-check"]
 BUDGETS = [1, 2, 4, 8, 16]
 
 
-def eval_run(store: Store, gen, dataset: str, limit: int, max_tokens: int) -> str:
+def new_run(store: Store, gen, dataset: str, limit: int, max_tokens: int) -> str:
     cfg = EvalConfig(dataset=dataset, strategies=list(STRATEGIES), budgets=list(BUDGETS), limit=limit,
                      params={"max_tokens": max_tokens}, model="smollm2-135m")
-    problems = load_dataset(dataset, limit=limit)
-    rid = start_run(store, cfg, problems, chat=gen.capabilities.chat_template)
-    t0 = time.monotonic()
-    asyncio.run(run_eval(store, rid, gen, concurrency=gen.best_concurrency(16) if hasattr(gen, "best_concurrency") else 8))
-    print(f"  eval {dataset} x{limit}: run {rid} in {time.monotonic() - t0:.0f} s", flush=True)
-    return rid
+    return start_run(store, cfg, load_dataset(dataset, limit=limit), chat=gen.capabilities.chat_template)
+
+
+async def run_evals(store: Store, gen, runs: list[tuple[str, int]], minutes: float | None) -> None:
+    """Run (or resume) the eval runs together through one engine; after ``minutes`` stop them
+    (the problems whose pools are complete are used; the runs can be resumed later)."""
+    tasks = [asyncio.create_task(run_eval(store, rid, gen, concurrency=c)) for rid, c in runs]
+    done, pending = await asyncio.wait(tasks, timeout=None if minutes is None else minutes * 60)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for t in done:
+        t.result()
+
+
+def complete_problems(store: Store, rid: str) -> list[str]:
+    """Problems of ``rid`` with every (strategy, budget) result stored, in dataset order."""
+    have: dict[str, set] = {}
+    for r in store.get_results(rid):
+        if r["seed"] == 0:
+            have.setdefault(r["problem_id"], set()).add((r["strategy"], int(r["budget"])))
+    need = len(STRATEGIES) * len(BUDGETS)
+    return [p["problem_id"] for p in store.get_problems(rid) if len(have.get(p["problem_id"], ())) >= need]
 
 
 async def run_auto(gen, problems, policy_path: str, max_tokens: int, concurrency: int):
@@ -77,14 +96,22 @@ def main() -> int:
     ap.add_argument("--tune-run", default=None)
     ap.add_argument("--fixed-run", default=None)
     ap.add_argument("--db", default=None, help="run database (default INFSCALE_HOME/runs/infscale.sqlite)")
-    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--concurrency", type=int, default=8, help="problems in flight (split between the two evals)")
+    ap.add_argument("--eval-minutes", type=float, default=None,
+                    help="stop the evals after this long and use the problems completed (a loaded machine)")
     args = ap.parse_args()
 
     t_start = time.monotonic()
     gen = load_generator("smollm2-135m", n_threads="auto")
     store = Store(args.db)
-    print("tuning", flush=True)
-    tune_run = args.tune_run or eval_run(store, gen, "arith:seed=1,steps=1-4", args.tune_problems, args.max_tokens)
+    tune_run = args.tune_run or new_run(store, gen, "arith:seed=1,steps=1-4", args.tune_problems, args.max_tokens)
+    fixed_run = args.fixed_run or new_run(store, gen, "arith:seed=2,steps=1-4", args.problems, args.max_tokens)
+    print(f"tuning run {tune_run}, fresh run {fixed_run}", flush=True)
+    t0 = time.monotonic()
+    asyncio.run(run_evals(store, gen, [(tune_run, args.concurrency // 2), (fixed_run, args.concurrency // 2)],
+                          args.eval_minutes))
+    print(f"  evals: {time.monotonic() - t0:.0f} s; complete problems: tuning "
+          f"{len(complete_problems(store, tune_run))}, fresh {len(complete_problems(store, fixed_run))}", flush=True)
     policy = tune(store, [tune_run], "optimal-bench", TuneConfig(objective="tokens"))
     tmp = Path(tempfile.mkdtemp(prefix="infscale-optimal-"))
     path = save_policy(policy, str(tmp / "optimal-bench.json"))
@@ -92,10 +119,8 @@ def main() -> int:
 
     print(describe(policy), flush=True)
 
-    print("fresh problems", flush=True)
-    fixed_run = args.fixed_run or eval_run(store, gen, "arith:seed=2,steps=1-4", args.problems, args.max_tokens)
     rows = store.get_results(fixed_run)
-    pids = [p["problem_id"] for p in store.get_problems(fixed_run)]
+    pids = complete_problems(store, fixed_run)
     data = {p["problem_id"]: p["data"] for p in store.get_problems(fixed_run)}
     problems = [infscale.Problem(question=data[i]["question"], id=i, task=data[i].get("task") or "math",
                                  reference=data[i]["reference"]) for i in pids]
