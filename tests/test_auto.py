@@ -361,6 +361,26 @@ def test_the_shipped_policies_load():
         assert pol.bins and pol.probe >= 1
 
 
+# -- the real model ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_auto_answers_on_the_embedded_model_and_reports_its_decision(engine):
+    pol = load_policy(None, "smollm2-135m")  # the shipped default policy of the embedded model
+    p = Problem(id="r", question="Tom has 4 apples and buys 3 more. How many apples does he have?", reference="7")
+    named = engine.model_name
+    engine.model_name = "smollm2-135m"  # the fixture's engine is named after its file; load_generator's, registered
+    try:
+        r = asyncio.run(infscale.run(p, engine, "auto", n=16, seed=0, params=infscale.SamplingParams(max_tokens=96)))
+    finally:
+        engine.model_name = named
+    d = r.info["decision"]
+    assert r.strategy == "auto" and d["policy"] == pol.name and d["probe"] == pol.probe
+    assert d["action"] in ("answer", "continue", "abstain") and 0 <= d["bin"] < len(pol.bins)
+    assert r.usage.generated_tokens > 0 and len(r.candidates) >= min(pol.probe, 16)
+    assert (r.answer is None) == (d["action"] == "abstain" or not r.distribution)
+    json.dumps(r.to_dict())  # the decision is in --json
+
+
 # -- batch allocation under one token budget ----------------------------------------------------
 
 @pytest.mark.parametrize("extra,continued", [(0, 0), (8, 1), (24, 3), (1000, 3)])

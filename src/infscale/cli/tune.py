@@ -79,6 +79,13 @@ def describe(policy: dict) -> str:
         if f:
             lines.append(f"best fixed strategy on tuning: {f['spec']}: holdout accuracy {f['accuracy']:.3f} "
                          f"[{f['wilson95'][0]:.3f}, {f['wilson95'][1]:.3f}], {f['tokens']:.1f} tokens per problem")
+        fin = h.get("final")
+        if fin:
+            ratio = "" if fin["tokens_ratio"] is None else f", tokens ratio {fin['tokens_ratio']:.2f}"
+            lines.append(f"final look at the holdout (decides nothing): policy - best fixed = {fin['diff']:+.3f} "
+                         f"[95% {fin['interval95'][0]:+.3f}, {fin['interval95'][1]:+.3f}] ({fin['test']} "
+                         f"p={fin['p_value']:.3g}); accuracy {fin['policy_accuracy']:.3f} vs "
+                         f"{fin['best_fixed_accuracy']:.3f}{ratio}")
     to = policy.get("thresholdout") or {}
     if to:
         lines.append(f"Thresholdout: threshold {to['threshold']:.3f}, sigma {to['sigma']:.4f}, budget {to['budget']}; "

@@ -498,10 +498,23 @@ def tune(store: Store, run_ids: Sequence[str], name: str, config: TuneConfig | N
 
     def figure(name: str, value: float | None) -> dict[str, Any]:
         v = value if value is not None else float(np.mean(train_scores[name]))
-        lo, hi = metrics.wilson_interval(min(max(v, 0.0), 1.0) * n_h, n_h)
+        v = min(max(v, 0.0), 1.0)  # Thresholdout's Laplace noise can step outside [0, 1]
+        lo, hi = metrics.wilson_interval(v * n_h, n_h)
         return {"accuracy": v, "wilson95": [lo, hi], "thresholdout_error": params["error"],
                 "tokens": tok[name][1], "tuning_accuracy": float(np.mean(train_scores[name])),
                 "tuning_tokens": tok[name][0]}
+
+    # the final look, after every choice is made (it decides nothing): the chosen policy against
+    # the best fixed strategy on the holdout's problems, paired
+    final = None
+    if best_fixed:
+        a, b = hold_scores[chosen.name], hold_scores["fixed:" + best_fixed]
+        cmp = metrics.paired_comparison(a, b)
+        final = {"policy_accuracy": cmp["mean_a"], "best_fixed_accuracy": cmp["mean_b"], "diff": cmp["diff"],
+                 "interval95": cmp["interval"], "p_value": cmp["p_value"], "test": cmp["test"],
+                 "policy_tokens": tok[chosen.name][1], "best_fixed_tokens": tok["fixed:" + best_fixed][1],
+                 "tokens_ratio": (tok[chosen.name][1] / tok["fixed:" + best_fixed][1]
+                                  if tok["fixed:" + best_fixed][1] > 0 else None)}
 
     bins = []
     bounds = [None] + chosen.cuts + [None]
@@ -519,7 +532,8 @@ def tune(store: Store, run_ids: Sequence[str], name: str, config: TuneConfig | N
                   "pool_size": M},
         "holdout": {"problems": n_h, "policy": figure(chosen.name, answers[chosen.name]),
                     "best_fixed": ({"spec": best_fixed, **figure("fixed:" + best_fixed, fixed_answer)}
-                                   if best_fixed else None)},
+                                   if best_fixed else None),
+                    "final": final},
         "thresholdout": {**params, "queries": len(to.log), "holdout_used": sum(e["holdout_used"] for e in to.log),
                          "remaining": to.remaining},
         "candidates": [{"name": c.name, "probe": c.k, "signal": c.signal, "bins": len(c.cuts) + 1,
