@@ -97,6 +97,8 @@ def main() -> int:
     ap.add_argument("--fixed-run", default=None)
     ap.add_argument("--db", default=None, help="run database (default INFSCALE_HOME/runs/infscale.sqlite)")
     ap.add_argument("--concurrency", type=int, default=8, help="problems in flight (split between the two evals)")
+    ap.add_argument("--tune-as-is", action="store_true",
+                    help="with --tune-run: tune on its complete problems without resuming it")
     ap.add_argument("--eval-minutes", type=float, default=None,
                     help="stop the evals after this long and use the problems completed (a loaded machine)")
     args = ap.parse_args()
@@ -108,8 +110,9 @@ def main() -> int:
     fixed_run = args.fixed_run or new_run(store, gen, "arith:seed=2,steps=1-4", args.problems, args.max_tokens)
     print(f"tuning run {tune_run}, fresh run {fixed_run}", flush=True)
     t0 = time.monotonic()
-    asyncio.run(run_evals(store, gen, [(tune_run, args.concurrency // 2), (fixed_run, args.concurrency // 2)],
-                          args.eval_minutes))
+    todo = [(fixed_run, args.concurrency // 2)] if args.tune_as_is else \
+        [(tune_run, args.concurrency // 2), (fixed_run, args.concurrency // 2)]
+    asyncio.run(run_evals(store, gen, todo, args.eval_minutes))
     print(f"  evals: {time.monotonic() - t0:.0f} s; complete problems: tuning "
           f"{len(complete_problems(store, tune_run))}, fresh {len(complete_problems(store, fixed_run))}", flush=True)
     policy = tune(store, [tune_run], "optimal-bench", TuneConfig(objective="tokens"))
