@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that live in their own module: infscale.cli.<name> with register(sub) and run(args).
 # register() adds a subparser and sets defaults(handler=run).
-_COMMAND_MODULES = ("eval", "report", "export", "data", "serve", "trace", "tune")
+_COMMAND_MODULES = ("eval", "report", "export", "data", "serve", "trace", "tune", "reproduce")
 
 
 def _command_modules():
