@@ -139,7 +139,10 @@ def write_figure(analysis: Analysis, stem: Path, *, title: str) -> tuple[Path, P
             else:
                 ax.fill_between(xs, lo, hi, color=colour, alpha=0.12, linewidth=0)
     if analysis.logx:
+        from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
+
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_ylim(0, 1)
     ax.set_xlabel(analysis.xlabel)
     ax.set_ylabel(analysis.ylabel)
