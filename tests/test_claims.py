@@ -10,7 +10,7 @@ import pytest
 
 from infscale.claims import CLAIMS, get_claim
 from infscale.claims import analysis as A
-from infscale.claims.presets import adaptive_run, pool_run, search_run
+from infscale.claims.presets import adaptive_run, optimal_run, pool_run, search_run
 from infscale.claims.runs import eval_config, run_id_of
 from infscale.cli.main import main
 from infscale.evaluation.metrics import flaws_prediction
@@ -267,7 +267,7 @@ def test_claims_presets_and_cli(tmp_path, capsys):
     assert list(CLAIMS) == ["monkeys", "flaws", "particle-filtering", "bom", "rpc", "adaptive", "rebase",
                             "compute-optimal"]
     for preset in ("tiny", "quick", "full"):
-        for spec in (pool_run(preset), search_run(preset), adaptive_run(preset)):
+        for spec in (pool_run(preset), search_run(preset), adaptive_run(preset), optimal_run(preset)):
             eval_config(spec, model=None, backend_url=None).validate()  # every spec is a valid eval
         assert max(pool_run(preset).budgets) == {"tiny": 8, "quick": 32, "full": 64}[preset]
     # claims sharing a configuration share one run id; another model is another run
