@@ -52,6 +52,7 @@ _CAPABILITY_TEXT = {
     "kv_fork": "forking a trajectory's KV cache (kv_fork)",
     "reports_stop": "the stop string that ended a completion (stop_reason)",
     "chat_template": "a chat template",
+    "confidence": "per-token confidence with early stop (top_logprobs as tokens arrive)",
 }
 
 

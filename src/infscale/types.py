@@ -9,10 +9,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import ConfigError
 from .params import SamplingParams
 
 __all__ = [
     "Problem",
+    "ConfidenceStop",
     "GenRequest",
     "Completion",
     "Usage",
@@ -43,6 +45,39 @@ class Problem:
     prompt: str | None = None
 
 
+@dataclass(frozen=True)
+class ConfidenceStop:
+    """Stop a running sequence once the mean token confidence over its last ``window`` tokens
+    falls below ``threshold`` (DeepConf's online early stop; Fu et al. 2025).
+
+    The rule is evaluated after every generated token, only once ``window`` tokens exist (a
+    full group); the token that completes the low group is kept, nothing after it is generated.
+    Token confidence is :attr:`GenRequest.confidence`'s (see there)."""
+
+    window: int
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ConfigError("stop_rule.window", f"got {self.window!r}", "an integer >= 1")
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+            raise ConfigError("stop_rule.threshold", f"got {t!r}", "a finite number")
+
+    def first_stop(self, confidences: list[float]) -> int | None:
+        """The number of tokens generated when the rule stops a sequence with these token
+        confidences (``None``: it never stops). The one reading of the rule that every
+        generator follows (the engine keeps a running sum instead of calling it)."""
+        w, total = self.window, 0.0
+        for i, c in enumerate(confidences):
+            total += c
+            if i >= w:
+                total -= confidences[i - w]
+            if i + 1 >= w and total / w < self.threshold:
+                return i + 1
+        return None
+
+
 @dataclass
 class GenRequest:
     """Continue a conversation or a text until a stop.
@@ -68,10 +103,18 @@ class GenRequest:
     key: str = ""
     parent: Any = None
     keep: bool = False
+    confidence: int = 0
+    stop_rule: ConfidenceStop | None = None
 
     def __post_init__(self) -> None:
         if self.parent is None and (self.messages is None) == (self.prompt is None):
             raise ValueError("GenRequest needs exactly one of messages or prompt (or a parent)")
+        k = self.confidence
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 20:
+            raise ConfigError("confidence", f"got {k!r}", "an integer in [0, 20] (0: off)")
+        if self.stop_rule is not None and not k:
+            raise ConfigError("stop_rule", "a confidence stop rule needs token confidence",
+                              "confidence=k (1..20) with the rule")
 
 
 @dataclass
@@ -82,8 +125,11 @@ class Completion:
     distribution (temperature 1, no truncation); ``sampled_logprobs[i]`` under the distribution
     it was actually drawn from (temperature and truncation applied; 0.0 for greedy picks).
     ``finish_reason`` is ``stop`` (a stop string or end of text), ``length`` (max_tokens),
+    ``confidence`` (the request's :class:`ConfidenceStop` rule ended it early; the tokens up to
+    and including the one that completed the low group are returned and counted),
     ``cancelled``, ``error``, or ``budget`` (refused by the request's budget: no text, zero
-    tokens, not a call; see :mod:`infscale.meter`).
+    tokens, not a call; see :mod:`infscale.meter`). ``confidences[i]`` is token i's confidence
+    when the request asked for it (:attr:`GenRequest.confidence`), else ``None``.
     """
 
     text: str
@@ -98,6 +144,7 @@ class Completion:
     seed: int | None = None
     error: str | None = None
     handle: Any = None
+    confidences: list[float] | None = None
 
     @property
     def logprob(self) -> float:

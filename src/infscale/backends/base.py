@@ -32,6 +32,7 @@ class Capabilities:
     kv_fork: bool = False
     chat_template: bool = True  # False: a base model prompted with plain text
     reports_stop: bool = True  # Completion.stop names the stop string that ended it (None: end of text)
+    confidence: bool = False  # per-token confidence (GenRequest.confidence) and its early-stop rule
 
 
 def _settle(o) -> Completion:

@@ -13,6 +13,10 @@ chunks of prompts waiting to be read, so all live trajectories advance together.
   (copy its KV sequence) and continue without re-reading the prefix. ``free(handle)`` drops it.
 * Cancelling the awaiting task cancels the sequence at the next iteration and frees its KV.
 * ``evaluated_tokens`` counts every token the model evaluated (prefill and decode).
+* Token confidence (``GenRequest.confidence=k``) is computed from the same logits rows, after
+  the draw, only for the samples that ask (:func:`~.sampling.token_confidence`); a request's
+  ``stop_rule`` is checked right after each of its tokens, so a sequence it stops is never
+  decoded again and its KV cells are freed at once (``finish_reason="confidence"``).
 * Sampling is done in numpy from the raw logits (:mod:`infscale.backends.sampling`), with each
   sample's own ``numpy.random.Generator`` seeded by the request's seed, so a sample does not
   depend on what else shares its batch (up to llama.cpp's batch-size numerics). The logits of
@@ -49,9 +53,9 @@ import numpy as np
 
 from ..errors import BackendError, ConfigError, MissingExtraError
 from ..params import SamplingParams
-from ..types import Completion, GenRequest
+from ..types import Completion, ConfidenceStop, GenRequest
 from .base import Capabilities, Generator, OnFinish, _settle, as_finished
-from .sampling import log_softmax, sample_rows, sample_token
+from .sampling import log_softmax, sample_rows, sample_token, token_confidence
 
 __all__ = ["LlamaEngine", "SeqHandle"]
 
@@ -230,6 +234,10 @@ class _Sample:
     sampled_logprobs: list[float] = field(default_factory=list)
     top: list[dict[str, float]] | None = None
     text: bytearray = field(default_factory=bytearray)
+    conf_k: int = 0  # DeepConf token confidence over the top conf_k candidates (0: not asked)
+    conf: list[float] | None = None
+    rule: ConfidenceStop | None = None
+    window_sum: float = 0.0  # the rule's running sum of the last rule.window confidences
 
 
 @dataclass
@@ -344,7 +352,7 @@ class LlamaEngine(Generator):
         self.chat_template = self._read_chat_template() if chat_template == "auto" else chat_template
         self.capabilities = Capabilities(
             logprobs=True, top_logprobs=True, prefill=True, native_n=True, kv_fork=True,
-            chat_template=self.chat_template is not None,
+            chat_template=self.chat_template is not None, confidence=True,
         )
         self._jinja = None
 
@@ -442,6 +450,8 @@ class LlamaEngine(Generator):
             s = _Sample(params=r.params, rng=np.random.default_rng(seed), seed=seed, future=fut, keep=r.keep)
             if r.params.top_logprobs:
                 s.top = []
+            if r.confidence:
+                s.conf_k, s.conf, s.rule = r.confidence, [], r.stop_rule
             if r.parent is not None:
                 h = r.parent
                 if not isinstance(h, SeqHandle) or h.engine_id != self._engine_id:
@@ -739,19 +749,38 @@ class LlamaEngine(Generator):
             rows = [row for _, row in kept]
             z = logits if rows == list(range(len(outs))) else logits[rows]
             tokens = sample_rows(z, [s.params for s, _ in kept], [s.rng for s, _ in kept])
+        confs = self._confidences(logits, kept)
         t5 = time.perf_counter()
         still: list[_Sample] = []
-        for (s, row), (tok, lp, slp) in zip(kept, tokens):
-            if self._accept(s, tok, lp, slp, logits[row]):
+        for (s, row), (tok, lp, slp), conf in zip(kept, tokens, confs):
+            if self._accept(s, tok, lp, slp, logits[row], conf):
                 still.append(s)
         self._live = still
         prof.sampling += t5 - t4
         prof.bookkeeping += time.perf_counter() - t3 - (t5 - t4)
 
-    def _accept(self, s: _Sample, tok: int, lp: float | None, slp: float, row: np.ndarray) -> bool:
+    @staticmethod
+    def _confidences(logits: np.ndarray, kept: list[tuple[_Sample, int]]) -> list[float | None]:
+        """Token confidence of the rows whose samples asked for it (one array operation per
+        distinct k); ``None`` for the others, which pay nothing."""
+        out: list[float | None] = [None] * len(kept)
+        by_k: dict[int, list[int]] = {}
+        for j, (s, _) in enumerate(kept):
+            if s.conf_k:
+                by_k.setdefault(s.conf_k, []).append(j)
+        for k, js in by_k.items():
+            vals = token_confidence(logits[[kept[j][1] for j in js]], k)
+            for j, v in zip(js, vals):
+                out[j] = float(v)
+        return out
+
+    def _accept(self, s: _Sample, tok: int, lp: float | None, slp: float, row: np.ndarray,
+                conf: float | None = None) -> bool:
         """Append the drawn token to ``s``; finish it if a stop condition holds. True if it goes on."""
         p = s.params
         s.tokens.append(tok)
+        if s.conf is not None:
+            s.conf.append(conf)
         if lp is not None:
             s.logprobs.append(lp)
         s.sampled_logprobs.append(slp)
@@ -777,11 +806,24 @@ class LlamaEngine(Generator):
             if hit is not None:
                 self._finish(s, "stop", hit[1], pending=[tok], cut=hit[0])
                 return False
+        if s.rule is not None and self._rule_stops(s):
+            self._finish(s, "confidence", None, pending=[tok])
+            return False
         if len(s.tokens) >= p.max_tokens or s.n_past + 1 >= self.n_ctx:
             self._finish(s, "length", None, pending=[tok])
             return False
         s.pending = [tok]
         return True
+
+    @staticmethod
+    def _rule_stops(s: _Sample) -> bool:
+        """The request's :class:`~infscale.types.ConfidenceStop` after the newest token (a running
+        sum over the window; the same reading as ``ConfidenceStop.first_stop``)."""
+        w, conf = s.rule.window, s.conf
+        s.window_sum += conf[-1]
+        if len(conf) > w:
+            s.window_sum -= conf[-1 - w]
+        return len(conf) >= w and s.window_sum / w < s.rule.threshold
 
     def _finish(self, s: _Sample, reason: str, stop: str | None, pending: list[int], cut: int | None = None) -> None:
         text = s.text.decode("utf-8", errors="replace")
@@ -796,7 +838,7 @@ class LlamaEngine(Generator):
         c = Completion(
             text=text, finish_reason=reason, prompt_tokens=s.prompt_tokens, generated_tokens=len(s.tokens),
             token_ids=s.tokens, logprobs=s.logprobs, sampled_logprobs=s.sampled_logprobs, top_logprobs=s.top,
-            stop=stop, seed=s.seed, handle=handle,
+            stop=stop, seed=s.seed, handle=handle, confidences=s.conf,
         )
         if not _set(s.future, result=c) and handle is not None:
             self._release(sid)

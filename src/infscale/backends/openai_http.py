@@ -13,19 +13,34 @@ distribution it sampled from *after* its own processing (temperature, and on som
 top-p truncation). Over HTTP the unmodified distribution is not available, so
 ``Completion.logprobs`` is exactly what the server reports, and ``Completion.sampled_logprobs``
 holds the same values. Token ids are not returned (``token_ids`` stays empty).
+
+Token confidence (``GenRequest.confidence=k``): the generator asks for at least k
+``top_logprobs`` and computes DeepConf's confidence of each token, ``-(1/k) * sum`` of the k
+largest log-probabilities the server returned at that position (fewer if it returned fewer),
+so it is available wherever the probe found top logprobs (``capabilities.confidence``). These
+are the server's log-probabilities, after its own processing where it applies any (see
+above). A request with a ``stop_rule`` is streamed (``"stream": true``, server-sent events):
+the rule is checked as each token's logprobs arrive and, once it holds, the stream is closed
+(the server stops generating when the connection drops), ``finish_reason="confidence"`` and the
+tokens received so far are counted. A retryable fault before the first event is retried like
+any request; one after it fails the request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 from typing import Any
+
+import httpx
 
 from ..errors import BackendError, ConfigError
 from ..params import SamplingParams
 from ..types import Completion, GenRequest
 from .base import Capabilities, Generator
-from .http import HttpTransport, normalise_base_url
+from .http import RETRYABLE_STATUSES, HttpTransport, error_message, normalise_base_url
 from .probe import assumed, map_finish_reason, parse_logprobs, probe_server, stop_reason
 
 __all__ = ["OpenAIGenerator"]
@@ -88,6 +103,7 @@ class OpenAIGenerator(Generator):
         self._warned_usage = False
         if mode != "auto":
             self.capabilities, self.probe, self._max_tokens_key = assumed(mode)
+            self.capabilities = _with_confidence(self.capabilities)
 
     # ------------------------------------------------------------------ public
 
@@ -117,6 +133,7 @@ class OpenAIGenerator(Generator):
                 if self.mode == "auto":
                     self.capabilities, self.probe, self._max_tokens_key = await probe_server(
                         self._post, self.base_url, self.model)
+                    self.capabilities = _with_confidence(self.capabilities)
                 self.probe["model"] = self.model
                 self._ready = True
         return self.probe
@@ -132,9 +149,10 @@ class OpenAIGenerator(Generator):
 
     # ------------------------------------------------------------ the mapping
 
-    def _native_params(self, params: SamplingParams, seed: int | None, endpoint: str) -> dict[str, Any]:
+    def _native_params(self, params: SamplingParams, seed: int | None, endpoint: str,
+                       confidence: int = 0) -> dict[str, Any]:
         """The one place :class:`SamplingParams` become request fields (``endpoint``: chat or
-        completions)."""
+        completions; ``confidence``: the request's top-k for token confidence, 0 if none)."""
         body: dict[str, Any] = {
             "temperature": float(params.temperature),
             "top_p": float(params.top_p),
@@ -151,12 +169,13 @@ class OpenAIGenerator(Generator):
         use_seed = seed if seed is not None else params.seed
         if use_seed is not None:
             body["seed"] = int(use_seed)
-        if params.logprobs or params.top_logprobs > 0:
+        if params.logprobs or params.top_logprobs > 0 or confidence > 0:
+            top = max(int(params.top_logprobs), int(confidence))
             if endpoint == "chat":
                 body["logprobs"] = True
-                body["top_logprobs"] = int(params.top_logprobs)
+                body["top_logprobs"] = top
             else:
-                body["logprobs"] = int(params.top_logprobs) or 1
+                body["logprobs"] = top or 1
         return body
 
     def _build(self, req: GenRequest) -> tuple[str, dict[str, Any]]:
@@ -166,6 +185,9 @@ class OpenAIGenerator(Generator):
                 "requests with messages or prompt",
             )
         seed = req.seed if req.seed is not None else req.params.seed
+        if req.confidence and not self.capabilities.confidence:
+            raise ConfigError("confidence", f"the server at {self.base_url} returns no top_logprobs, so "
+                              "token confidence cannot be computed", "a server that returns top_logprobs")
         if req.messages is not None:
             if req.prefix and not self.capabilities.prefill:
                 raise ConfigError(
@@ -185,21 +207,122 @@ class OpenAIGenerator(Generator):
                 messages.append({"role": "assistant", "content": req.prefix})
                 body["continue_final_message"] = True
                 body["add_generation_prompt"] = False
-            body.update(self._native_params(req.params, seed, "chat"))
-            body["stream"] = False
+            body.update(self._native_params(req.params, seed, "chat", req.confidence))
+            _stream_if_ruled(req, body, chat=True)
             return "/chat/completions", body
         return self._completions_call(req, seed)
 
     def _completions_call(self, req: GenRequest, seed: int | None) -> tuple[str, dict[str, Any]]:
         body = {"model": self.model, "prompt": (req.prompt or "") + req.prefix}
-        body.update(self._native_params(req.params, seed, "completions"))
-        body["stream"] = False
+        body.update(self._native_params(req.params, seed, "completions", req.confidence))
+        _stream_if_ruled(req, body, chat=False)
         return "/completions", body
 
     async def _run(self, req: GenRequest, path: str, body: dict[str, Any]) -> Completion:
         async with self.transport.semaphore:
+            if body["stream"]:
+                return await self._run_stream(req, path, body)
             data = await self._post(path, body)
         return self._parse(data, req, path, body.get("seed"))
+
+    async def _run_stream(self, req: GenRequest, path: str, body: dict[str, Any]) -> Completion:
+        """A streamed request: its stop rule is checked as tokens arrive, and the stream is
+        closed once it holds. Faults before the first event are retried like any request."""
+        url = self.base_url + path
+        tr = self.transport
+        attempt = 0
+        while True:
+            problem, retry_after, status = None, None, None
+            try:
+                async with tr.client().stream("POST", url, json=body) as resp:
+                    status = resp.status_code
+                    if 200 <= status < 300:
+                        return await self._read_stream(resp, req, path, body.get("seed"))
+                    await resp.aread()
+                    message = error_message(resp)
+                    if status not in RETRYABLE_STATUSES:
+                        raise BackendError(f"{status} from {url}: {message}", retryable=False, status=status)
+                    problem = f"{status} from {url}: {message}"
+                    ra = resp.headers.get("retry-after")
+                    retry_after = float(ra) if ra and ra.replace(".", "", 1).isdigit() else None
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
+                problem = f"{type(e).__name__} from {url}: {str(e) or 'no detail'}"
+            except _StreamBroken as e:
+                raise BackendError(f"the stream from {url} broke after it started: {e}", retryable=True) from None
+            except httpx.HTTPError as e:
+                raise BackendError(f"{type(e).__name__} from {url}: {e}", retryable=False) from e
+            if attempt >= tr.max_retries:
+                raise BackendError(f"{problem} (gave up after {attempt + 1} attempt{'s' if attempt else ''})",
+                                   retryable=True, status=status)
+            await asyncio.sleep(tr.retry_delay(attempt, retry_after))
+            attempt += 1
+
+    async def _read_stream(self, resp: httpx.Response, req: GenRequest, path: str, seed: int | None) -> Completion:
+        """Accumulate server-sent events into one completion, checking the stop rule per token."""
+        url = self.base_url + path
+        chat = path == "/chat/completions"
+        rule, k = req.stop_rule, req.confidence
+        texts: list[str] = []
+        logprobs: list[float] = []
+        tops: list[dict[str, float]] = []
+        confs: list[float] = []
+        finish_raw, stop, usage = None, None, None
+        stopped = False
+        started = False
+        try:
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                started = True
+                try:
+                    event = json.loads(payload)
+                except ValueError:
+                    raise BackendError(f"malformed event from {url}: {payload[:200]!r}", retryable=False) from None
+                if isinstance(event.get("usage"), dict):
+                    usage = event["usage"]
+                for choice in event.get("choices") or []:
+                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                        continue
+                    piece = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
+                    texts.append(piece)
+                    lps, tps, _ = parse_logprobs(choice.get("logprobs"))
+                    logprobs.extend(lps)
+                    tops.extend(tps)
+                    if choice.get("finish_reason") is not None:
+                        finish_raw = choice["finish_reason"]
+                        stop = stop_reason(choice)
+                    for top in tps:
+                        confs.append(_confidence(top, k, url))
+                        if rule is not None and rule.first_stop(confs[-rule.window:]) is not None \
+                                and len(confs) >= rule.window:
+                            stopped = True
+                            break
+                    if stopped:
+                        break
+                if stopped:
+                    break
+        except (httpx.TransportError, httpx.StreamError) as e:
+            if not started:
+                raise
+            raise _StreamBroken(f"{type(e).__name__}: {e}") from e
+        text = "".join(texts)
+        n = len(confs)
+        if stopped:
+            return Completion(text=text, finish_reason="confidence", prompt_tokens=_usage_int(usage, "prompt_tokens"),
+                              generated_tokens=n, logprobs=logprobs[:n], sampled_logprobs=logprobs[:n],
+                              top_logprobs=tops[:n] if req.params.top_logprobs > 0 else None, seed=seed,
+                              confidences=confs)
+        finish, error = map_finish_reason(finish_raw)
+        generated = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        stop = stop if isinstance(stop, str) and stop in req.params.stop else None
+        return Completion(text=text, finish_reason=finish, prompt_tokens=_usage_int(usage, "prompt_tokens"),
+                          generated_tokens=generated if isinstance(generated, int) else n, logprobs=logprobs,
+                          sampled_logprobs=list(logprobs),
+                          top_logprobs=tops if req.params.top_logprobs > 0 and tops else None, stop=stop,
+                          seed=seed, error=error, confidences=confs)
 
     def _parse(self, data: Any, req: GenRequest, path: str, seed: int | None) -> Completion:
         url = self.base_url + path
@@ -232,6 +355,8 @@ class OpenAIGenerator(Generator):
             prompt_tokens = 0
         stop = stop_reason(choice)
         stop = stop if isinstance(stop, str) and stop in req.params.stop else None
+        url_ = self.base_url + path
+        confs = [_confidence(t, req.confidence, url_) for t in tops] if req.confidence else None
         return Completion(
             text=text,
             finish_reason=finish,
@@ -243,6 +368,7 @@ class OpenAIGenerator(Generator):
             stop=stop,
             seed=seed,
             error=error,
+            confidences=confs,
         )
 
     # ------------------------------------------------------------------ HTTP
@@ -250,3 +376,33 @@ class OpenAIGenerator(Generator):
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         """POST ``body`` to ``path`` under the server's ``/v1``, with the transport's retries."""
         return await self.transport.request("POST", self.base_url + path, body)
+
+
+class _StreamBroken(Exception):
+    """A stream failed after events had arrived (not retried: the tokens were generated)."""
+
+
+def _with_confidence(c: Capabilities) -> Capabilities:
+    """Token confidence is computed from top logprobs: available exactly where they are."""
+    return dataclasses.replace(c, confidence=bool(c.top_logprobs))
+
+
+def _stream_if_ruled(req: GenRequest, body: dict[str, Any], *, chat: bool) -> None:
+    """Stream exactly the requests whose stop rule must see tokens as they arrive."""
+    body["stream"] = req.stop_rule is not None
+    if body["stream"]:
+        body["stream_options"] = {"include_usage": True}
+
+
+def _confidence(top: dict[str, float], k: int, url: str) -> float:
+    """DeepConf's confidence of one position from the server's top logprobs (the k largest)."""
+    vals = sorted(top.values(), reverse=True)[: max(k, 1)]
+    if not vals:
+        raise BackendError(f"{url} returned no top_logprobs for a token, so its confidence is unknown",
+                           retryable=False)
+    return -sum(vals) / len(vals)
+
+
+def _usage_int(usage: Any, key: str) -> int:
+    v = usage.get(key) if isinstance(usage, dict) else None
+    return v if isinstance(v, int) else 0

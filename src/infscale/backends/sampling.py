@@ -18,7 +18,7 @@ import numpy as np
 
 from ..params import SamplingParams
 
-__all__ = ["sample_token", "sample_rows", "log_softmax"]
+__all__ = ["sample_token", "sample_rows", "log_softmax", "token_confidence"]
 
 _PREFILTER = 512  # tokens looked at first when only top-p truncation applies
 _BLOCK = 1024  # vocabulary block of the batched draw (a two-level inverse CDF)
@@ -176,6 +176,27 @@ def sample_rows(
             lp = float(z[r, tok] - zmax[r, 0]) - lse[r]
         out[i] = (tok, lp, float(slp[r]))
     return out  # type: ignore[return-value]
+
+
+def token_confidence(logits: np.ndarray, k: int) -> np.ndarray:
+    """DeepConf's token confidence of each row of ``logits`` (shape ``(m, V)``): the negative
+    mean log-probability of the row's ``k`` most likely tokens under the unmodified model
+    distribution (softmax of the raw logits), ``-(1/k) * sum_j log p_j = logsumexp(z) - mean of
+    the k largest z`` (Fu et al. 2025, "Deep Think with Confidence"). High means the mass sits on
+    few tokens and the rest are far below (the model is sure); the smallest possible value is
+    ``log k`` (k equally likely candidates holding all the mass). Costs one partial sort and
+    one exponential pass per row, paid only by rows that ask for it.
+    """
+    z = np.asarray(logits, dtype=np.float32)
+    if z.ndim != 2:
+        raise ValueError(f"token_confidence: logits must be 2-D, got shape {z.shape}")
+    m, V = z.shape
+    k = max(1, min(int(k), V))
+    top = np.partition(z, V - k, axis=1)[:, V - k:].astype(np.float64)
+    zmax = top.max(axis=1)
+    e = np.exp(z - zmax[:, None].astype(np.float32))
+    lse = zmax + np.log(e.sum(axis=1, dtype=np.float64))
+    return lse - top.mean(axis=1)
 
 
 _local = threading.local()

@@ -23,6 +23,16 @@ callable ``(path, body) -> (status, message) | None`` for scripted refusals). Li
 choice carries ``stop_reason`` (the stop string that ended it, else null); ``stop_reason=False``
 leaves the field out, as llama-cpp-python's server does.
 
+Streaming: a body with ``"stream": true`` is answered as server-sent events, one chunk per
+token (chat ``chat.completion.chunk`` deltas or completions text chunks, each with its logprobs
+entry when asked), then a chunk with the finish reason, a usage chunk when
+``stream_options.include_usage`` is set, and ``data: [DONE]``; ``stream_delay`` seconds pass
+before each token. :attr:`FakeOpenAIServer.streams` records per streamed request how many
+tokens were written and whether the client closed the stream before the end.
+``token_confidence(tokens, body) -> one float per token`` scripts the top logprobs: every one
+of the k alternatives at token i (the token itself first) then has log-probability ``-c_i``,
+so DeepConf's confidence ``-(1/k) * sum`` of them is exactly ``c_i``.
+
 Reward models, as vLLM serves them (``prm`` set: a callable from an input text to the
 good-probability of each of its steps; see :mod:`infscale.scorers.reward_http`):
 
@@ -40,6 +50,7 @@ with a scripted (broken) one. Without ``prm`` these routes answer 400 "does not 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import threading
@@ -82,6 +93,8 @@ class Behaviour:
     stop_reason: bool = True
     prm: Callable[[str], list[float]] | None = None
     prm_malformed: Callable[[str, Any], Any] | None = None
+    stream_delay: float = 0.0
+    token_confidence: Callable[[list[str], dict], list[float]] | None = None
 
 
 #: The reward-model routes, as vLLM serves them (outside /v1, except the legacy /v1/score).
@@ -110,6 +123,7 @@ class FakeOpenAIServer:
         self._calls: list[tuple[str, str, Any]] = []
         self._headers: list[dict[str, str]] = []
         self._failures_left = self.behaviour.fail_times
+        self._streams: list[dict[str, Any]] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
@@ -174,8 +188,16 @@ class FakeOpenAIServer:
         with self._lock:
             return [dict(h) for h in self._headers]
 
+    @property
+    def streams(self) -> list[dict[str, Any]]:
+        """Per streamed request, in arrival order: ``{"sent": tokens written, "total": tokens
+        of the reply, "closed_early": the client closed the stream before the end}``."""
+        with self._lock:
+            return [dict(x) for x in self._streams]
+
     def clear(self) -> None:
         with self._lock:
+            self._streams.clear()
             self._requests.clear()
             self._calls.clear()
             self._headers.clear()
@@ -232,28 +254,37 @@ class FakeOpenAIServer:
             matched = None
         return tokens, finish, matched
 
-    def _logprobs_chat(self, tokens: list[str], k: int) -> dict:
-        lp = self.behaviour.token_logprob
+    def _token_logprobs(self, tokens: list[str], k: int, body: dict) -> list[tuple[float, list[float]]]:
+        """Per token: its logprob and the logprobs of its k-1 alternatives."""
+        b = self.behaviour
+        if b.token_confidence is None:
+            return [(b.token_logprob, [-2.0 - j for j in range(1, k)]) for _ in tokens]
+        confs = [float(c) for c in b.token_confidence(tokens, body)]
+        if len(confs) != len(tokens):
+            raise ValueError(f"token_confidence gave {len(confs)} values for {len(tokens)} tokens")
+        return [(-c, [-c] * (k - 1)) for c in confs]
+
+    def _logprobs_chat(self, tokens: list[str], k: int, body: dict) -> dict:
         content = []
-        for t in tokens:
+        for t, (lp, alts) in zip(tokens, self._token_logprobs(tokens, k, body)):
             top = [{"token": t, "logprob": lp, "bytes": list(t.encode())}]
-            top += [{"token": f" alt{j}", "logprob": -2.0 - j, "bytes": None} for j in range(1, k)]
+            top += [{"token": f" alt{j + 1}", "logprob": a, "bytes": None} for j, a in enumerate(alts)]
             content.append({"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": top[:k]})
         return {"content": content}
 
-    def _logprobs_completions(self, tokens: list[str], k: int) -> dict:
-        lp = self.behaviour.token_logprob
+    def _logprobs_completions(self, tokens: list[str], k: int, body: dict) -> dict:
         offsets, pos = [], 0
         for t in tokens:
             offsets.append(pos)
             pos += len(t)
-        tops = []
-        for t in tokens:
+        tops, lps = [], []
+        for t, (lp, alts) in zip(tokens, self._token_logprobs(tokens, max(k, 1), body)):
             d = {t: lp}
-            for j in range(1, k):
-                d[f" alt{j}"] = -2.0 - j
+            for j, a in enumerate(alts[: max(k, 1) - 1]):
+                d[f" alt{j + 1}"] = a
             tops.append(d)
-        return {"tokens": tokens, "token_logprobs": [lp] * len(tokens), "top_logprobs": tops, "text_offset": offsets}
+            lps.append(lp)
+        return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
     def answer(self, path: str, body: dict) -> dict:
         """The response body for a valid generation request."""
@@ -278,11 +309,11 @@ class FakeOpenAIServer:
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
                 if b.logprobs and body.get("logprobs"):
-                    choice["logprobs"] = self._logprobs_chat(tokens, int(body.get("top_logprobs") or 0))
+                    choice["logprobs"] = self._logprobs_chat(tokens, int(body.get("top_logprobs") or 0), body)
             else:
                 choice["text"] = text
                 if b.logprobs and body.get("logprobs") is not None and body.get("logprobs") is not False:
-                    choice["logprobs"] = self._logprobs_completions(tokens, int(body["logprobs"]))
+                    choice["logprobs"] = self._logprobs_completions(tokens, int(body["logprobs"]), body)
             choices.append(choice)
         resp: dict[str, Any] = {
             "id": f"fake-{int(time.time() * 1000)}",
@@ -298,6 +329,47 @@ class FakeOpenAIServer:
                 "total_tokens": prompt_tokens + generated,
             }
         return resp
+
+    def stream_events(self, path: str, body: dict) -> tuple[list[dict], int]:
+        """The server-sent events of a streamed answer (one choice) and how many token chunks
+        lead them: per token a chunk, then the finish chunk, then usage (when asked)."""
+        full = self.answer(path, dict(body, n=1))
+        chat = path.endswith("/chat/completions")
+        choice = full["choices"][0]
+        text = choice["message"]["content"] if chat else choice["text"]
+        tokens = fake_tokens(text)
+        lp = choice.get("logprobs")
+        head = {"id": full["id"], "created": full["created"], "model": full["model"],
+                "object": "chat.completion.chunk" if chat else "text_completion"}
+        events = []
+        for i, t in enumerate(tokens):
+            c: dict[str, Any] = {"index": 0, "finish_reason": None, "logprobs": None}
+            if chat:
+                c["delta"] = {"role": "assistant", "content": t} if i == 0 else {"content": t}
+                if lp is not None:
+                    c["logprobs"] = {"content": [lp["content"][i]]}
+            else:
+                c["text"] = t
+                if lp is not None:
+                    c["logprobs"] = {key: [lp[key][i]] for key in ("tokens", "token_logprobs", "top_logprobs",
+                                                                   "text_offset")}
+            events.append(dict(head, choices=[c]))
+        last: dict[str, Any] = {"index": 0, "finish_reason": choice["finish_reason"], "logprobs": None}
+        if "stop_reason" in choice:
+            last["stop_reason"] = choice["stop_reason"]
+        if chat:
+            last["delta"] = {}
+        else:
+            last["text"] = ""
+        events.append(dict(head, choices=[last]))
+        opts = body.get("stream_options") or {}
+        if "usage" in full and isinstance(opts, dict) and opts.get("include_usage"):
+            events.append(dict(head, choices=[], usage=full["usage"]))
+        return events, len(tokens)
+
+    def _record_stream(self, sent: int, total: int, closed_early: bool) -> None:
+        with self._lock:
+            self._streams.append({"sent": sent, "total": total, "closed_early": closed_early})
 
     def _step_probs(self, text: str) -> list[float]:
         probs = [float(p) for p in self.behaviour.prm(text)]  # type: ignore[misc]
@@ -434,6 +506,33 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
 
+    def _stream(self, path: str, body: dict) -> None:
+        """Server-sent events, one write per event; a client that closes early is recorded."""
+        fake = self.fake
+        events, n_tokens = fake.stream_events(path, body)
+        self.close_connection = True  # the end of the stream is the end of the connection
+        sent = 0
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for i, ev in enumerate(events):
+                if i < n_tokens and fake.behaviour.stream_delay > 0:
+                    time.sleep(fake.behaviour.stream_delay)
+                self.wfile.write(f"data: {json.dumps(ev)}\n\n".encode())
+                self.wfile.flush()
+                if i < n_tokens:
+                    sent += 1
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            fake._record_stream(sent, n_tokens, True)
+            self.wfile = io.BytesIO()  # the client is gone: the handler's final flush goes nowhere
+            return
+        fake._record_stream(sent, n_tokens, False)
+
     def _error(self, status: int, message: str, etype: str = "invalid_request_error",
                headers: dict[str, str] | None = None) -> None:
         self._send(status, {"error": {"message": message, "type": etype, "param": None, "code": status}}, headers)
@@ -484,7 +583,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(refusal[0], refusal[1])
                 return
         if not reward:
-            self._send(200, fake.answer(path, body))
+            if body.get("stream"):
+                self._stream(path, body)
+            else:
+                self._send(200, fake.answer(path, body))
             return
         if b.prm_malformed is not None:
             broken = b.prm_malformed(path, body)

@@ -8,6 +8,13 @@ logprobs gets ``{"Yes": log p, "No": log(1 - p)}`` at its first position.
 otherwise one of ``wrong`` answers uniformly. :class:`ForkingFakeGenerator` adds the embedded
 engine's trajectory handles (``keep``/``parent``/``free``) and tracks every handle it hands out,
 so a test can assert that a strategy frees all of them.
+
+Token confidence (``GenRequest.confidence``) is scripted: ``confidence(request, words) ->
+one float per word`` (default :func:`flat_confidence`, 10.0 for every token), and a request's
+``stop_rule`` cuts the reply exactly where
+:meth:`ConfidenceStop.first_stop <infscale.types.ConfidenceStop.first_stop>` says, with
+``finish_reason="confidence"`` and only the words up to the cut counted (a rule that first
+holds at the reply's last word leaves its natural finish).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from ..errors import ConfigError
 from ..scorers.base import Scorer, prob_to_logscore
 from ..types import Completion, GenRequest
 
-__all__ = ["FakeGenerator", "answer_model", "OracleScorer", "FakeStepModel", "FakePotential", "ForkingFakeGenerator",
+__all__ = ["FakeGenerator", "answer_model", "flat_confidence", "OracleScorer", "FakeStepModel", "FakePotential", "ForkingFakeGenerator",
            "FakeHandle"]
 
 
@@ -44,6 +51,11 @@ def answer_model(p_correct: float, correct: str = "42", wrong: Sequence[str] = (
     return reply
 
 
+def flat_confidence(req: GenRequest, words: list[str]) -> list[float]:
+    """The default scripted token confidence: 10.0 for every token."""
+    return [10.0] * len(words)
+
+
 class FakeGenerator(Generator):
     """A scripted generator with the real protocol (ordered, batch-first, cancellable)."""
 
@@ -51,10 +63,12 @@ class FakeGenerator(Generator):
     model_name = "fake"  # the model it stands for (the `auto` strategy reads the policy of this name)
 
     def __init__(self, reply: Callable[[GenRequest, np.random.Generator], str] | None = None, *,
-                 yes_prob: Callable[[GenRequest], float] | None = None, chat: bool = True, delay: float = 0.0):
+                 yes_prob: Callable[[GenRequest], float] | None = None, chat: bool = True, delay: float = 0.0,
+                 confidence: Callable[[GenRequest, list[str]], list[float]] | None = None):
         self.reply = reply or answer_model(1.0)
         self.yes_prob = yes_prob or (lambda req: 0.5)
-        self.capabilities = Capabilities(chat_template=chat, kv_fork=False)
+        self.confidence = confidence or flat_confidence
+        self.capabilities = Capabilities(chat_template=chat, kv_fork=False, confidence=True)
         self.delay = delay
         self.calls = 0
         self.started = 0  # generate() calls begun (a delayed call counts before it finishes)
@@ -68,7 +82,8 @@ class FakeGenerator(Generator):
             top = [{"Yes": math.log(p), "No": math.log(1 - p)}]
             tok = "Yes" if p >= 0.5 else "No"
             return Completion(text=tok, finish_reason="length", prompt_tokens=10, generated_tokens=1,
-                              logprobs=[max(top[0].values())], sampled_logprobs=[0.0], top_logprobs=top, seed=seed)
+                              logprobs=[max(top[0].values())], sampled_logprobs=[0.0], top_logprobs=top, seed=seed,
+                              confidences=self._confidences(r, [tok]) if r.confidence else None)
         text = self.reply(r, np.random.default_rng(seed))
         stop = None
         hits = [(text.find(x), x) for x in r.params.stop if x in text]
@@ -79,9 +94,25 @@ class FakeGenerator(Generator):
         finish = "length" if len(text.split()) > r.params.max_tokens else "stop"
         if finish == "length":
             text, stop = " ".join(words), None
+        confs = None
+        if r.confidence:
+            confs = self._confidences(r, words)
+            cut = r.stop_rule.first_stop(confs) if r.stop_rule is not None else None
+            if cut is not None and cut < len(words):
+                words, confs = words[:cut], confs[:cut]
+                text, stop, finish = " ".join(words), None, "confidence"
         n = max(1, len(words))
+        if confs is not None and not confs:
+            confs = self._confidences(r, [""])  # an empty reply still counts one token
         return Completion(text=text, finish_reason=finish, prompt_tokens=10, generated_tokens=n,
-                          logprobs=[-0.5] * n, sampled_logprobs=[-0.5] * n, seed=seed, stop=stop)
+                          logprobs=[-0.5] * n, sampled_logprobs=[-0.5] * n, seed=seed, stop=stop,
+                          confidences=confs)
+
+    def _confidences(self, r: GenRequest, words: list[str]) -> list[float]:
+        confs = [float(c) for c in self.confidence(r, words)]
+        if len(confs) != len(words):
+            raise ValueError(f"the scripted confidence gave {len(confs)} values for {len(words)} tokens")
+        return confs
 
     async def generate(self, requests: list[GenRequest]) -> list[Completion]:
         self.started += 1
