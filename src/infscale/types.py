@@ -192,6 +192,7 @@ class Candidate:
     generated_tokens: int = 0
     finish_reason: str = "stop"
     seed: int | None = None
+    confidence: float | None = None  # a confidence-guided strategy's trace confidence (DeepConf)
 
     @property
     def mean_logprob(self) -> float:
@@ -202,6 +203,8 @@ class Candidate:
         d = asdict(self)
         if d["score"] is not None and not math.isfinite(d["score"]):
             d["score"] = None if math.isnan(d["score"]) else str(d["score"])
+        if d["confidence"] is not None and not math.isfinite(d["confidence"]):
+            d["confidence"] = None
         return d
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Context, ParamSpec, Strategy
+from .confidence import DEEPCONF_STRATEGIES
 from .sample import SAMPLE_STRATEGIES, SampleStrategy
 from .search import SEARCH_STRATEGIES, SearchStrategy
 from .refine import Refine
@@ -13,7 +14,7 @@ from .auto import AUTO
 
 __all__ = ["STRATEGIES", "get_strategy", "Strategy", "Context", "ParamSpec", "SampleStrategy", "SearchStrategy"]
 
-STRATEGIES: dict[str, Strategy] = {**SAMPLE_STRATEGIES, **SEARCH_STRATEGIES}
+STRATEGIES: dict[str, Strategy] = {**SAMPLE_STRATEGIES, **DEEPCONF_STRATEGIES, **SEARCH_STRATEGIES}
 # refinement and fusion: compositions that feed earlier candidates into new prompts
 STRATEGIES.update({s.name: s for s in [Refine(), *FUSION_STRATEGIES.values(), HintMarginalization()]})
 # auto: probes, reads a difficulty signal, hands over to the strategy its policy chose
