@@ -365,10 +365,11 @@ async def test_weighted_by_score_can_overturn_the_count():
 async def test_weighted_by_prob_needs_no_scorer_calls():
     n = 6
     gen = FakeGenerator(scripted(["7", "42", "7", "42", "7", "13"]))
-    r = await infscale.run(problem(), gen, "weighted", n=n, options={"by": "prob"})
+    r = await infscale.run(problem(), gen, "weighted", n=n, options={"by": "prob", "prune": False})
     assert r.usage.calls == n == gen.calls
     assert all(c.score is None for c in r.candidates)
-    # the fake gives every token logprob -0.5: equal weights, so this is a count vote
+    # the fake gives every token logprob -0.5: equal weights, so (without RPC's pruning and
+    # de-duplication) this is a count vote
     assert r.answer == "7"
     assert [m.weight for m in r.distribution] == pytest.approx([0.5, 2 / 6, 1 / 6])
 

@@ -11,6 +11,8 @@ greedy             count       first     none            temperature 0, one samp
 sample             count       first     none            repeated sampling (Brown et al. 2024)
 majority           count       vote      none            self-consistency (Wang et al. 2023)
 weighted           score/prob  vote      self-eval       weighted vote; RPC (Zhou et al. 2025)
+temperature-mix    by          rule      none            samples over several temperatures (Wu et al.
+                                                         2025), then any rule
 best-of-n          score       best      self-eval       best-of-N with an outcome verifier
 bom                count       bom       self-eval       Best-of-Majority (Di et al. 2025)
 adaptive           count       vote      none            Adaptive-Consistency (Aggarwal et al. 2023)
@@ -19,7 +21,25 @@ adaptive           count       vote      none            Adaptive-Consistency (A
 The answer distribution gives each class the normalised sum of its members' weights: 1 per
 sample (``count``), ``exp(score)`` of an outcome scorer's log-score (``score``), or the
 geometric-mean token probability ``exp(logprob / tokens)`` (``prob``, the perplexity-based
-weight of RPC). Samples without an extractable answer carry no weight; if no sample has one,
+weight of RPC).
+
+``weighted`` with ``by=prob`` is RPC, Reasoning-pruning Perplexity Consistency (Zhou et al.
+2025, "Bridging Internal Probability and Self-Consistency for Effective and Efficient LLM
+Reasoning"), in full unless ``prune=false``: (1) **reasoning pruning** fits a mixture of two
+Weibull distributions to the samples' path probabilities ``p_i = exp(logprob / tokens)``
+(maximum likelihood) and drops every sample that the low-probability component explains better
+(posterior above 1/2) and whose ``p_i`` is below the mean; the pruned samples carry no weight
+(nothing is pruned when fewer than 4 distinct probabilities exist or the fit would drop
+everything); (2) **perplexity consistency** gives each answer the sum of ``p_i`` over its
+*distinct* reasoning paths (a path sampled twice counts once). ``prune=false`` is the plain
+perplexity-weighted vote (every sample, duplicates included). ``Result.info["pruned"]`` lists
+the indices pruned.
+
+``temperature-mix`` draws sample ``i`` at temperature ``temperatures[i mod m]`` (default
+0.4, 0.7, 1.0) — different temperatures solve different problems (Wu et al. 2025, "On the Role
+of Temperature Sampling in Test-Time Scaling") — and then applies any of the rules above:
+``rule=vote|best`` with weights ``by=count|score|prob`` (``best`` and ``score`` use the
+scorer, default ``self-eval``). Budget: n samples, as every strategy here. Samples without an extractable answer carry no weight; if no sample has one,
 the strategy abstains (``answer is None``). Ties go to the class seen first, which for
 exchangeable samples is a uniformly random tie-break. ``best-of-n`` breaks ties on the score —
 frequent with pass/fail verifiers such as ``arith-check`` or ``code-tests`` — by the samples'
@@ -35,6 +55,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from ..errors import ConfigError
 from ..tasks import AnswerClasses, AnswerTask, group_answers
 from ..meter import BUDGET
 from ..types import Candidate, Completion, Result, Usage
@@ -71,7 +94,7 @@ class SampleStrategy(Strategy):
 
     def __init__(self, name: str, summary: str, *, weight: str = "count", choose: str = "vote",
                  greedy: bool = False, adaptive: bool = False, default_scorer: str | None = None,
-                 params: dict[str, ParamSpec] | None = None, doc: str = ""):
+                 params: dict[str, ParamSpec] | None = None, doc: str = "", mixed_temperatures: bool = False):
         self.name = name
         self.summary = summary
         self.weight = weight
@@ -80,7 +103,14 @@ class SampleStrategy(Strategy):
         self.adaptive = adaptive
         self.default_scorer = default_scorer
         self.params = params or {}
+        self.mixed_temperatures = mixed_temperatures
         self.__doc__ = doc or summary
+
+    def options(self, given: dict[str, Any]) -> dict[str, Any]:
+        out = super().options(given)
+        if self.mixed_temperatures:
+            out["temperatures"] = ",".join(f"{t:g}" for t in parse_temperatures(out["temperatures"]))
+        return out
 
     # -- init / step --------------------------------------------------------------------
     def init(self, ctx: Context) -> SampleState:
@@ -105,7 +135,9 @@ class SampleStrategy(Strategy):
     async def _take_sample(self, state: SampleState, ctx: Context):
         if state.stream is None:
             changes = {"temperature": 0.0} if self.greedy else {}
-            reqs = [ctx.sample_request(i, **changes) for i in range(state.target)]
+            temps = parse_temperatures(ctx.options["temperatures"]) if self.mixed_temperatures else None
+            reqs = [ctx.sample_request(i, **({"temperature": temps[i % len(temps)]} if temps else changes))
+                    for i in range(state.target)]
             state.stream = ctx.stream(reqs).__aiter__()
         try:
             i, c = await state.stream.__anext__()
@@ -156,17 +188,24 @@ class SampleStrategy(Strategy):
                 n: int, stopped_early: bool, answer_classes: AnswerClasses | None = None) -> Result:
         """The selection step over finished candidates: fold by the task's equivalence, weigh,
         choose by this strategy's rule (:mod:`infscale.strategies.voting`)."""
-        classes = voting.fold(cands, self._log_weights(cands, options), task, classes=answer_classes)
-        answers = voting.choose(self.choose, classes, cands, k=options.get("k", 1), alpha=options.get("alpha", 0.0))
+        logw, pruned = self._log_weights(cands, options), None
+        if self._mode(options) == "prob" and options.get("prune", False):
+            logw, pruned = rpc_log_weights(cands)
+        classes = voting.fold(cands, logw, task, classes=answer_classes)
+        answers = voting.choose(self._rule(options), classes, cands, k=options.get("k", 1),
+                                alpha=options.get("alpha", 0.0))
         return Result(strategy=self.name, answer=answers[0] if answers else None, answers=answers,
                       distribution=voting.distribution(classes), candidates=cands, usage=usage, n=n,
-                      stopped_early=stopped_early)
+                      stopped_early=stopped_early, info={} if pruned is None else {"pruned": pruned})
 
     def _mode(self, options: dict[str, Any]) -> str:
         return options.get("by", self.weight)
 
+    def _rule(self, options: dict[str, Any]) -> str:
+        return options.get("rule", self.choose)
+
     def wants_scorer(self, options: dict[str, Any]) -> bool:
-        return self._mode(options) == "score" or self.choose in ("best", "bom")
+        return self._mode(options) == "score" or self._rule(options) in ("best", "bom")
 
     def requires(self, options: dict[str, Any]) -> list[Requirement]:
         if self._mode(options) == "prob":
@@ -208,7 +247,85 @@ _ADAPTIVE = {
 _WEIGHTED = {
     "by": ParamSpec(str, "score", "weight samples by the outcome scorer ('score') or by geometric-mean token probability ('prob')",
                     choices=("score", "prob")),
+    "prune": ParamSpec(bool, True, "with by=prob: RPC's reasoning pruning and perplexity consistency (false: plain "
+                       "perplexity weights)"),
 }
+_TMIX = {
+    "temperatures": ParamSpec(str, "0.4,0.7,1.0", "comma-separated temperatures; sample i uses the (i mod m)-th"),
+    "rule": ParamSpec(str, "vote", "how to choose: the heaviest answer ('vote') or the best-scored sample ('best')",
+                      choices=("vote", "best")),
+    "by": ParamSpec(str, "count", "vote weights: 1 per sample, the scorer's probability, or token probability",
+                    choices=("count", "score", "prob")),
+}
+
+
+def parse_temperatures(raw: Any) -> tuple[float, ...]:
+    """``"0.4,0.7,1.0"`` (or a sequence) -> temperatures, each a number in [0, 2]."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    try:
+        temps = tuple(float(x) for x in items if str(x).strip())
+    except (TypeError, ValueError):
+        temps = ()
+    if not temps or not all(0.0 <= t <= 2.0 for t in temps):
+        raise ConfigError("param temperatures", f"got {raw!r}", "comma-separated numbers in [0, 2], e.g. 0.4,0.7,1.0")
+    return temps
+
+
+def _weibull_mixture_low_posterior(p: np.ndarray) -> np.ndarray | None:
+    """Fit a two-component Weibull mixture to ``p`` by maximum likelihood; return each point's
+    posterior probability of the component with the lower mean (``None`` if the fit fails)."""
+    from scipy import optimize, special, stats  # noqa: PLC0415  (first use only)
+
+    x = np.clip(p, 1e-12, None)
+    lo, hi = x[x <= np.median(x)], x[x > np.median(x)]
+    if len(hi) == 0:
+        return None
+
+    def unpack(th):
+        w = special.expit(th[0])
+        return w, np.exp(th[1]), np.exp(th[2]), np.exp(th[3]), np.exp(th[4])
+
+    def nll(th):
+        w, k1, l1, k2, l2 = unpack(th)
+        a = np.log(w) + stats.weibull_min.logpdf(x, k1, scale=l1)
+        b = np.log1p(-w) + stats.weibull_min.logpdf(x, k2, scale=l2)
+        v = -np.logaddexp(a, b).sum()
+        return v if np.isfinite(v) else 1e300
+
+    th0 = np.array([0.0, np.log(5.0), np.log(lo.mean()), np.log(5.0), np.log(hi.mean())])
+    res = optimize.minimize(nll, th0, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-9})
+    w, k1, l1, k2, l2 = unpack(res.x)
+    a = np.log(w) + stats.weibull_min.logpdf(x, k1, scale=l1)
+    b = np.log1p(-w) + stats.weibull_min.logpdf(x, k2, scale=l2)
+    post_a = np.exp(a - np.logaddexp(a, b))
+    if not np.all(np.isfinite(post_a)):
+        return None
+    mean_a = l1 * special.gamma(1 + 1 / k1)
+    mean_b = l2 * special.gamma(1 + 1 / k2)
+    return post_a if mean_a <= mean_b else 1.0 - post_a
+
+
+def rpc_log_weights(cands: list[Candidate]) -> tuple[list[float], list[int]]:
+    """RPC's log-weights (see the module docs): ``log p_i`` for kept samples, ``-inf`` for
+    pruned ones and for repeats of a path already counted; and the indices pruned."""
+    logp = np.array([c.mean_logprob for c in cands], dtype=np.float64)
+    p = np.exp(logp)
+    prune = np.zeros(len(cands), dtype=bool)
+    if len(np.unique(np.round(p, 12))) >= 4:
+        low = _weibull_mixture_low_posterior(p)
+        if low is not None:
+            prune = (low > 0.5) & (p < p.mean())
+            if prune.all():
+                prune[:] = False
+    seen: set[str] = set()
+    logw = []
+    for c, lp, cut in zip(cands, logp, prune):
+        if cut or c.text in seen:
+            logw.append(-math.inf)
+        else:
+            logw.append(float(lp))
+        seen.add(c.text)
+    return logw, [c.index for c, cut in zip(cands, prune) if cut]
 
 SAMPLE_STRATEGIES: dict[str, SampleStrategy] = {
     s.name: s
@@ -225,5 +342,7 @@ SAMPLE_STRATEGIES: dict[str, SampleStrategy] = {
                        choose="bom", default_scorer="self-eval", params=_BOM),
         SampleStrategy("adaptive", "self-consistency that stops once a Beta posterior settles the leader",
                        adaptive=True, params=_ADAPTIVE),
+        SampleStrategy("temperature-mix", "n samples spread over several temperatures, then a vote (or best-of-n)",
+                       default_scorer="self-eval", params=_TMIX, mixed_temperatures=True),
     ]
 }
