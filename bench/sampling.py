@@ -9,9 +9,12 @@ For N = 1, 4, 8, 16 on the embedded model:
   the thread count the engine starts with.
 
 Every sample generates exactly ``--tokens`` tokens (end-of-text ignored) so the three do equal
-work. Last line: ``sampling N=8: batched/sequential=X.XX infscale/raw-batched=Y.YY``.
+work. Last line: ``sampling N=8: batched/sequential=X.XX infscale/raw-batched=Y.YY``. The line
+before it measures what DeepConf's token confidence costs plain sampling: infscale at N=8 with
+``GenRequest.confidence=k`` on and off, interleaved (``confidence N=8 k=20: off A tok/s, on B
+tok/s, on/off=C.CC``); ``--confidence-k 0`` skips it, ``--only-confidence`` prints only it.
 
-    python bench/sampling.py [--tokens 64] [--model smollm2-135m] [--repeats 2]
+    python bench/sampling.py [--tokens 64] [--model smollm2-135m] [--repeats 2] [--confidence-k 20]
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ from infscale.types import GenRequest
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 
 
-def infscale_tps(engine: LlamaEngine, n: int, tokens: int, seed: int) -> float:
+def infscale_tps(engine: LlamaEngine, n: int, tokens: int, seed: int, confidence: int = 0) -> float:
     p = SamplingParams(temperature=0.8, max_tokens=tokens, ignore_eos=True)
-    reqs = [GenRequest(params=p, prompt=PROMPT, seed=seed + i) for i in range(n)]
+    reqs = [GenRequest(params=p, prompt=PROMPT, seed=seed + i, confidence=confidence) for i in range(n)]
     t = time.perf_counter()
     outs = asyncio.run(engine.generate(reqs))
     dt = time.perf_counter() - t
@@ -108,16 +111,33 @@ class RawLoop:
         return n * tokens / (time.perf_counter() - t)
 
 
+def confidence_line(engine: LlamaEngine, args) -> None:
+    """infscale at N=8 with token confidence off and on, interleaved, best of ``--repeats``."""
+    off = on = 0.0
+    for r in range(args.repeats):
+        off = max(off, infscale_tps(engine, 8, args.tokens, 100 * r))
+        on = max(on, infscale_tps(engine, 8, args.tokens, 100 * r, confidence=args.confidence_k))
+    print(f"confidence N=8 k={args.confidence_k}: off {off:.1f} tok/s, on {on:.1f} tok/s, on/off={on / off:.2f}",
+          flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2, help="take the best of this many runs of each")
     ap.add_argument("--ns", default="1,4,8,16")
+    ap.add_argument("--confidence-k", type=int, default=20, help="token confidence's k for the on/off line (0: skip)")
+    ap.add_argument("--only-confidence", action="store_true", help="print only the confidence on/off line")
     args = ap.parse_args()
     _, path, _ = resolve_model(args.model)
     print(f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     engine = LlamaEngine(path, n_ctx=8192, n_seq_max=32, n_batch=1024)
+    if args.only_confidence:
+        infscale_tps(engine, 2, 8, 0)
+        confidence_line(engine, args)
+        engine.close()
+        return
     raw = RawLoop(path, n_ctx=8192, n_seq_max=32, n_batch=1024, threads=engine.n_threads)
     infscale_tps(engine, 2, 8, 0)  # warm up both
     raw.tps(2, 8, 0)
@@ -131,6 +151,8 @@ def main() -> None:
             c = max(c, raw.tps(n, args.tokens, 100 * r))
         ratios[n] = (a / b, a / c)
         print(f"{n:>3} {a:>15.1f} {b:>11.1f} {c:>12.1f} {a / b:>12.2f} {a / c:>13.2f}", flush=True)
+    if args.confidence_k:
+        confidence_line(engine, args)
     engine.close()
     if 8 in ratios:
         print(f"sampling N=8: batched/sequential={ratios[8][0]:.2f} infscale/raw-batched={ratios[8][1]:.2f}")
