@@ -67,6 +67,10 @@ async def run_all(engine, problems, n, params, offline_opts, online_opts, concur
                   f"({int(task.is_correct(on.answer, p.reference))}); tokens {off.usage.generated_tokens} vs "
                   f"{on.usage.generated_tokens}; online traces {len(on.candidates)}, stopped "
                   f"{on.info['stopped_by_confidence']}", flush=True)
+            traces = [(round(trace_confidence(confs[c.seed], "lowest", offline_opts["window"]), 3),
+                       round(trace_confidence(confs[c.seed], offline_opts["measure"], offline_opts["window"]), 3),
+                       int(task.is_correct(c.answer, p.reference))) for c in off.candidates if c.answer is not None]
+            print(f"    traces of {p.id} (lowest, {offline_opts['measure']}, correct): {traces}", flush=True)
             return off, on, confs
 
     return await asyncio.gather(*(one(p) for p in problems))
