@@ -3,7 +3,9 @@
 Every hostile test checks two things: what the program tried did not happen (or was cut
 short with the right status), and the machine is as it was: the test process is alive, no
 process of the run survives (checked by the run's own uid, by markers in command lines, and
-by process counts), the host can still fork, and files outside the sandbox are untouched.
+by counting the run's own processes, found by a marker in their environment -- never the
+machine's, which other work moves), the host can still fork, and files outside the sandbox are
+untouched.
 
 The battery runs in the strongest mode this machine supports (see
 ``sandbox_capabilities()``). Where a check needs a protection the machine does not offer, that
@@ -82,15 +84,6 @@ def _state(pid: int) -> str | None:
         return None
 
 
-def live_count() -> int:
-    """Non-zombie processes on the machine."""
-    return sum(1 for pid in _proc_entries() if _state(pid) not in (None, "Z", "X"))
-
-
-def zombie_count() -> int:
-    return sum(1 for pid in _proc_entries() if _state(pid) == "Z")
-
-
 def processes_of_uid(uid: int) -> list[int]:
     found = []
     for pid in _proc_entries():
@@ -113,6 +106,68 @@ def processes_with(marker: str) -> list[int]:
         except OSError:
             pass
     return found
+
+
+def processes_with_env(marker: str) -> tuple[int, int]:
+    """``(live, zombies)``: the processes whose environment holds ``marker`` -- exactly the
+    processes of one sandboxed run, in every mode (the run passes it in ``env``). Zombies keep
+    no readable environment; they are counted by the run's uid instead (:func:`zombies_of_uid`)."""
+    live = zombies = 0
+    needle = marker.encode()
+    for pid in _proc_entries():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle not in f.read():
+                    continue
+        except OSError:
+            continue
+        if _state(pid) == "Z":
+            zombies += 1
+        elif _state(pid) not in (None, "X"):
+            live += 1
+    return live, zombies
+
+
+def zombies_of_uid(uid: int) -> int:
+    found = 0
+    for pid in _proc_entries():
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == uid and _state(pid) == "Z":
+                found += 1
+        except OSError:
+            pass
+    return found
+
+
+class RunWatcher:
+    """Samples, in a thread, how many processes of one run (found by an environment marker)
+    are alive, and keeps the maximum: the run's own count, not the machine's (which other work
+    on a shared machine moves)."""
+
+    def __init__(self) -> None:
+        self.marker = f"INFSCALE_TEST_RUN_{os.getpid()}_{time.time_ns()}"
+        self.env = {"INFSCALE_TEST_RUN": self.marker}
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, processes_with_env(self.marker)[0])
+            self.samples += 1
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> "RunWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def left(self) -> tuple[int, int]:
+        return processes_with_env(self.marker)
 
 
 def settles(check, seconds: float = 3.0) -> bool:
@@ -356,24 +411,38 @@ while True:
 """
 
 
+BOMB_LIMIT = 16  # max_processes of the fork-bomb runs
+
+
+def assert_bomb_bounded_and_gone(res, watch: RunWatcher) -> None:
+    """The run's own processes stayed within its process limit while it ran (the init and
+    bubblewrap carry the marker too, hence the slack of 3), and none of them -- live or
+    zombie -- is left after it: counted by the run's marker and uid, never host-wide."""
+    assert watch.samples >= 5, watch.samples  # the watcher really looked while the bomb ran
+    assert 1 <= watch.peak <= BOMB_LIMIT + 3, watch.peak
+    assert settles(lambda: watch.left() == (0, 0)), watch.left()
+    if res.uid is not None:  # reaped by the run's init, not left to the host's pid 1
+        assert settles(lambda: zombies_of_uid(res.uid) == 0)
+
+
 @needs_process_limit
 def test_fork_bomb():
-    before, zombies = live_count(), zombie_count()
-    res = run_code(FORK_BOMB, timeout=T)
+    with RunWatcher() as watch:
+        res = run_code(FORK_BOMB, timeout=T, max_processes=BOMB_LIMIT, env=watch.env)
     assert res.status == "timeout" and res.seconds < T + SLACK
     assert_contained(res)
-    assert settles(lambda: live_count() <= before + 5), (before, live_count())
-    assert zombie_count() <= zombies + 2  # reaped by the run's init, not left to the host's pid 1
+    assert_bomb_bounded_and_gone(res, watch)
 
 
 @needs_process_limit
 def test_shell_fork_bomb_via_exec():
-    before = live_count()
-    res = run_code("import os\nos.execv('/bin/sh', ['sh', '-c', 'f(){ f|f& }; f; sleep 100'])", timeout=T)
+    with RunWatcher() as watch:
+        res = run_code("import os\nos.execv('/bin/sh', ['sh', '-c', 'f(){ f|f& }; f; sleep 100'])", timeout=T,
+                       max_processes=BOMB_LIMIT, env=watch.env)
     # Either the bomb runs until the timeout or sh gives up ("Cannot fork"); both are contained.
     assert res.status in ("timeout", "error") and res.seconds < T + SLACK
     assert_contained(res)
-    assert settles(lambda: live_count() <= before + 5), (before, live_count())
+    assert_bomb_bounded_and_gone(res, watch)
 
 
 def test_memory_bomb_single_allocation():
@@ -782,7 +851,6 @@ def test_a_non_daemon_thread_keeping_the_process_alive():
 
 
 def test_zombie_spawning():
-    before = zombie_count()
     program = """
 import os, time
 for _ in range(40):
@@ -791,10 +859,13 @@ for _ in range(40):
 time.sleep(0.3)  # never reaped: 40 zombies
 print("zombies made")
 """
-    res = run_code(program, timeout=T)
+    with RunWatcher() as watch:
+        res = run_code(program, timeout=T, env=watch.env)
     assert res.status == "ok", res.stderr
     assert_contained(res)
-    assert settles(lambda: zombie_count() <= before + 2)
+    assert settles(lambda: watch.left() == (0, 0)), watch.left()
+    if res.uid is not None:  # the zombies went with the run, not to the host's pid 1
+        assert settles(lambda: zombies_of_uid(res.uid) == 0)
 
 
 def test_stdin_flood_that_the_program_ignores():
