@@ -237,6 +237,10 @@ def test_capabilities_describe_the_active_protection():
     assert sandbox_capabilities() is CAPS  # probed once, cached
     if CAPS.bwrap and not forced:
         assert CAPS.mode == "namespaces", CAPS  # what CI with bubblewrap installed should get
+    from infscale.sandbox.isolation import libseccomp_available
+
+    if libseccomp_available():  # the filter loads wherever libseccomp does: no silent fallback
+        assert CAPS.seccomp, CAPS
 
 
 def test_normal_program_prints_and_exits_ok():
@@ -1067,9 +1071,40 @@ for pid in pids:
     os.waitpid(pid, 0)
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime)
 """
-    res = run_code(program, timeout=10, cpu_seconds=10)
+    from infscale.sandbox.cgroup import Cgroup
+
+    cpu_root = Cgroup._mounts()["cpu"]
+    prefix = f"infscale-sbx-{os.getpid()}-"
+    seen: dict[str, int] = {}
+    done = threading.Event()
+
+    def watch_quota() -> None:
+        """From the host, while the run lives: its cpu cgroup's quota and period."""
+        while not done.is_set() and not seen:
+            for dirpath, dirnames, _ in os.walk(cpu_root):
+                for d in dirnames:
+                    if d.startswith(prefix):
+                        try:
+                            for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"):
+                                with open(os.path.join(dirpath, d, name)) as f:
+                                    seen[name] = int(f.read())
+                        except OSError:
+                            seen.clear()
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_quota)
+    watcher.start()
+    try:
+        res = run_code(program, timeout=10, cpu_seconds=10)
+    finally:
+        done.set()
+        watcher.join()
     assert res.status == "ok", res.stderr
-    # 1.5 s at one CPU, plus a period of slack; four uncapped burners would take up to 6 s.
+    # The run's cgroup had a quota of one CPU (without it, quota is -1: unlimited) ...
+    assert seen and seen["cpu.cfs_quota_us"] == seen["cpu.cfs_period_us"] > 0, seen
+    # ... and it binds: 1.5 s at one CPU, plus a period of slack; four uncapped burners would
+    # take up to 3 s on 2 cores (6 s on 4). (On a loaded machine they may get less anyway,
+    # which is why the quota itself is read above.)
     assert float(res.stdout) < 1.5 + 0.5, res.stdout
     assert_contained(res)
 
