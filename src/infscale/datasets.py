@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -505,18 +506,54 @@ def _problem(record: dict[str, Any]) -> Problem:
                    metadata=dict(record.get("metadata") or {}))
 
 
+def _lone_surrogate(value: Any) -> str | None:
+    """The first string in ``value`` (nested lists and dicts, keys too) holding a lone surrogate
+    (JSON's ``"\\ud800"``: decodes, but is no Unicode text and cannot be stored or printed)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value
+        return None
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list):
+        for item in value:
+            found = _lone_surrogate(item)
+            if found is not None:
+                return found
+    return None
+
+
 def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line: UTF-8 JSON objects, checked here so
+    that a bad byte or a lone surrogate is a one-line error naming the line, before any run."""
+    accepted = "one JSON object per line, UTF-8 text"
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
+    try:
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ConfigError("dataset", f"{path}:{lineno} is not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                                      f"{e.start + 1})", accepted) from None
+                if not line.strip():
+                    continue
                 try:
                     row = json.loads(line)
                 except ValueError:
-                    raise ConfigError("dataset", f"{path}:{lineno} is not valid JSON", "one JSON object per line") from None
+                    raise ConfigError("dataset", f"{path}:{lineno} is not valid JSON", accepted) from None
                 if not isinstance(row, dict):
-                    raise ConfigError("dataset", f"{path}:{lineno} is not a JSON object", "one JSON object per line")
+                    raise ConfigError("dataset", f"{path}:{lineno} is not a JSON object", accepted)
+                bad = _lone_surrogate(row)
+                if bad is not None:
+                    raise ConfigError("dataset", f"{path}:{lineno} holds a lone surrogate (an unpaired \\ud800-\\udfff "
+                                      "escape), which is not Unicode text", accepted)
                 yield lineno, row
+    except (OSError, EOFError, zlib.error) as e:
+        raise ConfigError("dataset", f"cannot read {path}: {e.strerror or e}" if isinstance(e, OSError) else
+                          f"cannot read {path}: {e}", "a readable .jsonl or .jsonl.gz file") from None
 
 
 def _field(row: dict[str, Any], name: str) -> Any:
@@ -559,6 +596,12 @@ def load_jsonl(path: str | Path, *, task: str = "math", question_field: str = "q
         except KeyError:
             raise ConfigError("answer-field", f"{p}:{lineno} has no field {answer_field!r}",
                               ", ".join(row) or "a field of the rows") from None
+        if question is None or (isinstance(question, str) and not question.strip()):
+            raise ConfigError("dataset", f"{p}:{lineno}: the question ({question_field!r}) is "
+                              f"{'null' if question is None else 'empty'}", "a non-empty question on every line")
+        if not isinstance(question, (str, int, float)) or isinstance(question, bool):
+            raise ConfigError("question-field", f"{p}:{lineno}: {question_field!r} is a {type(question).__name__}, "
+                              "not text", "a field holding the question text")
         choices = None
         if choices_field is not None:
             try:

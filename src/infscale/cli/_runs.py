@@ -18,10 +18,25 @@ def add_db_argument(p) -> None:
                    help="run database (default INFSCALE_HOME/runs/infscale.sqlite)")
 
 
-def open_store(args):
-    from ..evaluation.store import Store  # noqa: PLC0415
+def open_store(args, *, create: bool = False):
+    """The run database of ``--db`` (default ``INFSCALE_HOME/runs/infscale.sqlite``). Only
+    ``eval`` (``create=True``) makes a new database, in an existing folder; the commands that
+    read runs refuse a missing file. A file that is not a run database is a one-line error."""
+    import sqlite3  # noqa: PLC0415
 
-    return Store(args.db)
+    from ..evaluation.store import Store  # noqa: PLC0415
+    from ._paths import check_db_path  # noqa: PLC0415
+
+    if args.db is not None:
+        check_db_path(args.db, create=create)
+    try:
+        return Store(args.db)
+    except sqlite3.DatabaseError as e:  # not a database, locked past the timeout, unreadable
+        where = args.db if args.db is not None else "the default database"
+        raise ConfigError("--db", f"{where} is not a usable run database ({e})",
+                          "a run database written by infscale eval") from None
+    except OSError as e:
+        raise ConfigError("--db", f"cannot open {args.db}: {e.strerror or e}", "a writable path") from None
 
 
 def summarize_run(store, run_id: str, baseline: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -92,8 +107,9 @@ def run_meta(run: dict[str, Any], store) -> dict[str, Any]:
 
 def html_path(run_id: str) -> Path:
     from ..home import subdir  # noqa: PLC0415
+    from ._paths import check_run_id, file_in  # noqa: PLC0415
 
-    return subdir("reports") / f"{run_id}.html"
+    return file_in(subdir("reports"), f"{check_run_id(run_id)}.html")
 
 
 def write_reports(store, run_id: str, *, html: str | Path | None = None, write_html: bool = True,

@@ -102,7 +102,11 @@ def run(args) -> int:
         from ..backends.llamacpp import threads_setting  # noqa: PLC0415
 
         args.threads = threads_setting(args.threads, "--threads")
-    store = open_store(args)
+    if args.resume:
+        from ._paths import check_run_id  # noqa: PLC0415
+
+        check_run_id(args.resume)
+    store = open_store(args, create=True)
     try:
         if args.resume:
             stored = store.get_run(args.resume)

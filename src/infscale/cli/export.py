@@ -24,7 +24,8 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="write a stored run's samples and results as JSONL or Parquet")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--format", "-f", default="jsonl", help="jsonl or parquet (default jsonl)")
-    p.add_argument("--out", "-o", default=None, metavar="DIR", help="output directory (default INFSCALE_HOME/exports)")
+    p.add_argument("--out", "-o", default=None, metavar="DIR",
+                   help="output directory, created if missing (its parent must exist; default INFSCALE_HOME/exports)")
     from ._runs import add_db_argument  # noqa: PLC0415
 
     add_db_argument(p)
@@ -71,12 +72,15 @@ def export_run(store, run_id: str, fmt: str, out: Path) -> list[Path]:
         from ._runs import need_pyarrow  # noqa: PLC0415
 
         need_pyarrow()
+    from ._paths import check_run_id, file_in  # noqa: PLC0415
+
+    check_run_id(run_id)
     store.get_run(run_id)
     samples, results = _rows(store, run_id)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, rows in (("samples", samples), ("results", results)):
-        path = out / f"{run_id}-{name}.{fmt}"
+        path = file_in(out, f"{run_id}-{name}.{fmt}")
         (_write_jsonl if fmt == "jsonl" else _write_parquet)(path, rows)
         paths.append(path)
     return paths
@@ -88,9 +92,13 @@ def run(args) -> int:
 
     if args.format not in FORMATS:
         raise ConfigError("format", f"got {args.format!r}", ", ".join(FORMATS))
-    out = Path(args.out).expanduser() if args.out else subdir("exports")
+    from ._paths import check_run_id, output_dir  # noqa: PLC0415
+
+    check_run_id(args.run_id)
     store = open_store(args)
     try:
+        store.get_run(args.run_id)
+        out = output_dir("--out", args.out) if args.out else subdir("exports")
         for path in export_run(store, args.run_id, args.format, out):
             print(path)
     finally:

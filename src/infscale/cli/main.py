@@ -23,6 +23,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"infscale: error: {message}\n")
 
 
+def check_text_arg(name: str, text: str) -> None:
+    """A command-line text that is not UTF-8 (Python keeps its bytes as lone surrogates) is a
+    one-line error naming ``name``, not a traceback wherever the text is first encoded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])  # undecodable bytes arrive as U+DC80..U+DCFF
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "a lone surrogate"
+        raise ConfigError(name, f"is not UTF-8 text ({what} at character {e.start + 1})",
+                          "UTF-8 text (check the terminal's encoding)") from None
+
+
 def _param_pairs(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -147,11 +159,11 @@ def _ask(args) -> int:
         get_scorer(args.scorer)
     if not args.question.strip():
         raise ConfigError("question", "is empty", "a question text")
+    check_text_arg("question", args.question)
     if args.trace is not None:
-        from pathlib import Path  # noqa: PLC0415
+        from ._paths import check_output_file  # noqa: PLC0415
 
-        if not Path(args.trace).expanduser().resolve().parent.is_dir():
-            raise ConfigError("--trace", f"the folder of {args.trace} does not exist", "a path in an existing folder")
+        check_output_file("--trace", args.trace)
 
     if "policy" in strat.params and args.backend_url is None:  # auto: a bad policy fails before the model loads
         from pathlib import Path  # noqa: PLC0415

@@ -27,8 +27,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ._paths import check_output_file, check_run_id  # noqa: PLC0415
     from ._runs import open_store, results_json, run_meta, write_reports  # noqa: PLC0415
 
+    if args.run_id is not None:
+        check_run_id(args.run_id)
+    if args.html is not None and not args.no_html:
+        check_output_file("--html", args.html)
     store = open_store(args)
     try:
         if args.run_id is None:

@@ -130,8 +130,11 @@ class StrategySpec:
 
 
 def _parse_one(text: str, scorers: dict[str, Callable[[], Scorer]]) -> StrategySpec:
-    name, _, rest = text.strip().partition(":")
+    name, colon, rest = text.strip().partition(":")
     name = name.strip()
+    if colon and not rest.strip():
+        raise ConfigError("strategies", f"{text.strip()!r} has a ':' but no settings",
+                          "NAME or NAME:key=value,..., e.g. best-of-n:scorer=arith-check")
     if name not in STRATEGIES:
         raise ConfigError("strategies", f"unknown strategy {name!r}", ", ".join(STRATEGIES))
     strat = get_strategy(name)
@@ -166,7 +169,8 @@ def parse_strategies(text: str | list[str], *, scorers: dict[str, Callable[[], S
         for piece in str(chunk).replace(";", ",").split(","):
             piece = piece.strip()
             if not piece:
-                continue
+                raise ConfigError("strategies", f"an empty item in {str(chunk)!r}",
+                                  "comma-separated specs NAME[:key=value,...], e.g. greedy,majority")
             if "=" in piece and ":" not in piece and pieces:
                 pieces[-1] += "," + piece
             else:
@@ -183,7 +187,9 @@ def parse_strategies(text: str | list[str], *, scorers: dict[str, Callable[[], S
 
 def parse_budgets(text: str | list[int]) -> list[int]:
     """Sorted distinct widths from ``1,2,4,8`` (each an integer >= 1)."""
-    raw = text if isinstance(text, list) else [p for p in str(text).replace(" ", "").split(",") if p]
+    raw = text if isinstance(text, list) else str(text).replace(" ", "").split(",")
+    if raw and "" in raw:
+        raise ConfigError("budgets", f"an empty item in {str(text)!r}", "comma-separated integers >= 1, e.g. 1,2,4,8")
     out = []
     for b in raw:
         try:
