@@ -33,21 +33,56 @@ from .base import Scorer, Verdict
 __all__ = ["ArithCheckScorer", "check_text", "explain_text", "evaluate"]
 
 _NUM = r"-?\d+(?:,\d{3})*(?:\.\d+)?"
-# an expression: numbers, operators, parentheses, spaces; then '=' and a number
-_EQ = re.compile(
-    r"(?P<lhs>[\(\s]*" + _NUM + r"\)?(?:\s*[-+*/x×÷]\s*[\(\s]*" + _NUM + r"\)?)+\s*\)?)\s*=\s*\$?(?P<rhs>" + _NUM + r")"
-)
+# An equation is an expression -- numbers, operators, parentheses, spaces, at least one
+# operator -- then '=' and a number. It is found in time linear in the text (see _equations):
+# the quantifiers are possessive, so no pattern retries a chain's tokens another way, and a
+# chain that ends without '=' is skipped whole instead of being re-read from each position in it.
+_OPERAND = re.compile(r"[\(\s]*+" + _NUM + r"\)?")
+_MORE = re.compile(r"(?:\s*+[-+*/x×÷][\(\s]*+" + _NUM + r"\)?)*+")
+_TAIL = re.compile(r"(?P<close>\s*+\)?)\s*+=\s*+\$?(?P<rhs>" + _NUM + r")")
+_DIGIT = re.compile(r"\d")
+_OPENING = re.compile(r"[\(\s]*")
+_MAX_EXPRESSION = 1000  # characters; a longer chain is not arithmetic a solution shows, and is not evaluated
 _UNCHECKED = math.log(0.5)
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def _equations(text: str):
+    """``(lhs, rhs)`` of each ``expression = number`` in ``text``, left to right, as a regular
+    expression's ``finditer`` would find them (leftmost start, no overlaps), in linear time."""
+    pos, n = 0, len(text)
+    while pos < n:
+        d = _DIGIT.search(text, pos)
+        if d is None:
+            return
+        start = d.start()  # the earliest start of this operand: its sign, then '(' and spaces
+        if start > pos and text[start - 1] == "-":
+            start -= 1
+        start -= _OPENING.match(text[pos:start][::-1]).end()  # each character is read back once
+        first = _OPERAND.match(text, start)
+        if first is None:  # a lone '-' before the digit was not a sign here: start at the digit
+            start = d.start()
+            first = _OPERAND.match(text, start)
+        chain_end = _MORE.match(text, first.end()).end()
+        tail = _TAIL.match(text, chain_end) if chain_end > first.end() else None
+        if tail is None:
+            # No equation starts anywhere in this chain: from any later position in it the same
+            # tokens follow to the same end, where '=' is missing.
+            pos = max(chain_end, d.end())
+            continue
+        yield text[start:chain_end] + tail.group("close"), tail.group("rhs")
+        pos = tail.end()
 
 
 def evaluate(expr: str) -> float | None:
     """Value of an arithmetic expression, or None if it is not one (no names, no calls)."""
     expr = expr.replace(",", "").replace("×", "*").replace("÷", "/")
     expr = re.sub(r"(?<=[\d\)\s])x(?=[\s\d\(])", "*", expr)
+    if len(expr) > _MAX_EXPRESSION:
+        return None
     try:
         tree = ast.parse(expr.strip(), mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
 
     def ev(node):
@@ -93,13 +128,13 @@ def _fmt(x: float) -> str:
 
 def _checks(text: str, last_value: float | None = None):
     """Each check of ``text`` in order: ``(passed, what a reader should be told when it failed)``."""
-    for m in _EQ.finditer(text):
-        value = evaluate(m.group("lhs"))
+    for lhs_text, rhs_text in _equations(text):
+        value = evaluate(lhs_text)
         if value is None:
             continue
-        rhs = float(m.group("rhs").replace(",", ""))
-        lhs = " ".join(m.group("lhs").split()).strip()
-        yield _close(value, rhs), f"{lhs} = {m.group('rhs')} is wrong: {lhs} = {_fmt(value)}."
+        rhs = float(rhs_text.replace(",", ""))
+        lhs = " ".join(lhs_text.split()).strip()
+        yield _close(value, rhs), f"{lhs} = {rhs_text} is wrong: {lhs} = {_fmt(value)}."
         last_value = rhs
     for statement in answer_lines(text):
         x = as_number(statement_answer(statement))
@@ -109,9 +144,9 @@ def _checks(text: str, last_value: float | None = None):
 
 
 def _last_value(text: str, last_value: float | None) -> float | None:
-    for m in _EQ.finditer(text):
-        if evaluate(m.group("lhs")) is not None:
-            last_value = float(m.group("rhs").replace(",", ""))
+    for lhs, rhs_text in _equations(text):
+        if evaluate(lhs) is not None:
+            last_value = float(rhs_text.replace(",", ""))
     return last_value
 
 
@@ -143,19 +178,25 @@ class ArithCheckScorer(Scorer):
         return failed * self.log_eps if failed else 0.0
 
     async def score(self, problem, texts, meter):
-        out = []
-        for t in texts:
-            ok, total, _ = check_text(t)
-            out.append(self._penalty(total - ok) if total else _UNCHECKED)
-        return out
+        def run():
+            out = []
+            for t in texts:
+                ok, total, _ = check_text(t)
+                out.append(self._penalty(total - ok) if total else _UNCHECKED)
+            return out
+
+        return await _off_the_loop(run, sum(map(len, texts)))
 
     async def score_steps(self, problem, prefixes, steps, meter):
-        out = []
-        for prefix, step in zip(prefixes, steps):
-            _, _, last = check_text(prefix)
-            ok, total, _ = check_text(step, last)
-            out.append(self._penalty(total - ok))
-        return out
+        def run():
+            out = []
+            for prefix, step in zip(prefixes, steps):
+                _, _, last = check_text(prefix)
+                ok, total, _ = check_text(step, last)
+                out.append(self._penalty(total - ok))
+            return out
+
+        return await _off_the_loop(run, sum(map(len, prefixes)) + sum(map(len, steps)))
 
     async def explain(self, problem, texts, meter):
         out = []
@@ -166,3 +207,16 @@ class ArithCheckScorer(Scorer):
             else:
                 out.append(Verdict(self._penalty(total - ok), not wrong, "\n".join(wrong)))
         return out
+
+
+_THREAD_FROM_CHARS = 16_384  # checking is linear (~1-15 ms per 10k characters); beyond this, a thread
+
+
+async def _off_the_loop(run, chars: int):
+    """``run()`` inline for short texts, in a worker thread for long ones: checking many
+    equations costs milliseconds, and a server's event loop must not wait for it."""
+    if chars < _THREAD_FROM_CHARS:
+        return run()
+    import asyncio  # noqa: PLC0415
+
+    return await asyncio.to_thread(run)

@@ -129,7 +129,9 @@ def create_app(
         return error_response(exc)
 
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(validation_error(list(exc.errors())))
+        required = ("model", "prompt") if request.url.path.endswith("/completions") and "chat" not in \
+            request.url.path else ("model", "messages")
+        return error_response(validation_error(list(exc.errors()), required))
 
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"

@@ -77,12 +77,16 @@ def _param_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return out or None
 
 
-def validation_error(errors: list[dict[str, Any]]) -> ApiError:
-    """A request body that did not validate: 400 naming the first offending parameter."""
+def validation_error(errors: list[dict[str, Any]], required: tuple[str, ...] = ()) -> ApiError:
+    """A request body that did not validate: 400 naming the first offending parameter.
+    ``required``: the route's required fields, named when the body is missing altogether."""
     if not errors:
         return ApiError(400, "invalid request body")
     first = errors[0]
     kind = first.get("type", "")
+    if kind == "missing" and tuple(first.get("loc", ())) == ("body",) and required:
+        return ApiError(400, f"{required[0]}: is required (the request body is empty; send a JSON object with "
+                        f"{' and '.join(required)})", param=required[0], code="missing_parameter")
     if kind == "json_invalid":
         detail = (first.get("ctx") or {}).get("error", "")
         return ApiError(400, f"the request body is not valid JSON{': ' + str(detail) if detail else ''}",
@@ -90,7 +94,7 @@ def validation_error(errors: list[dict[str, Any]]) -> ApiError:
     param = _param_path(first.get("loc", ()))
     if param is None and kind in ("model_attributes_type", "dict_type", "model_type"):
         return ApiError(400, "the request body must be a JSON object", code="invalid_json")
-    msg = first.get("msg", "invalid value")
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if kind == "missing":
         msg = "is required"
     text = f"{param}: {msg}" if param else msg

@@ -31,6 +31,22 @@ TASKS = ("math", "mcq", "code", "text")
 ParamValue = StrictStr | StrictBool | StrictInt | float
 
 
+def _unicode(v: Any) -> Any:
+    """Reject lone surrogates (JSON's ``"\\ud800"`` escapes decode, but are not Unicode text:
+    no tokenizer, backend or log can encode them) with a 400 naming the field, not a 500 later."""
+    values = v if isinstance(v, list) else [v]
+    if isinstance(v, dict):
+        values = [*v.keys(), *v.values()]
+    for item in values:
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("is not valid Unicode text (it holds a lone surrogate, e.g. an unpaired "
+                                 "\\ud800 escape)") from None
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,6 +75,8 @@ class InfscaleOptions(_Strict):
     limits: Limits | None = None
     progress: StrictBool = Field(False, description="streaming only: send progress chunks while the strategy runs")
 
+    _text = field_validator("strategy", "scorer", "params")(_unicode)
+
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -72,6 +90,8 @@ class TextPart(BaseModel):
     type: Literal["text"]
     text: StrictStr
 
+    _text = field_validator("text")(_unicode)
+
 
 class ChatMessage(BaseModel):
     """One turn. ``developer`` is read as ``system``; content may be a string or text parts."""
@@ -81,6 +101,8 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: StrictStr | list[TextPart]
     name: StrictStr | None = None
+
+    _text = field_validator("content", "name")(_unicode)
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -106,12 +128,14 @@ class _Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     infscale: InfscaleOptions | None = None
 
+    _text = field_validator("model")(_unicode)
+
     @field_validator("stop")
     @classmethod
     def _stops(cls, v):
         if isinstance(v, list) and len(v) > 4:
             raise ValueError("at most 4 stop strings")
-        return v
+        return _unicode(v)
 
 
 class ChatCompletionRequest(_Sampling):
@@ -129,7 +153,7 @@ class CompletionRequest(_Sampling):
     def _one_prompt(cls, v):
         if isinstance(v, list) and len(v) != 1:
             raise ValueError("one prompt per request (a string or a list of exactly one string)")
-        return v
+        return _unicode(v)
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]

@@ -44,7 +44,7 @@ from .protocol import ChatCompletionRequest, CompletionRequest
 
 __all__ = ["ServerConfig", "Plan", "Service", "Admission", "Progress", "parse_model_name", "usage_dict"]
 
-_BUDGET_SUFFIX = re.compile(r"[0-9]{1,9}")
+_BUDGET_SUFFIX = re.compile(r"[0-9]{1,1000}")  # any size: too large is the budget check's error, not "unknown strategy"
 
 
 def parse_model_name(name: str, strategies: Mapping[str, Any] | None = None) -> tuple[str | None, int | None, str]:

@@ -38,14 +38,18 @@ __all__ = [
 ]
 
 #: The one "Answer:" line rule (see the module docstring); group 1 is the statement.
+#: Linear in the line's length (it is applied to model output): the possessive runs never give
+#: back blanks another run could take, and the statement is the line up to its last non-blank
+#: character instead of a lazy match retried against every trailing blank.
 ANSWER_LINE = re.compile(
-    r"^[ \t>]*[*_#]*[ \t]*(?:final[ \t]+answer|answer)[ \t]*[*_]*[ \t]*[:：][ \t]*(.*?)[ \t]*$",
+    r"^[ \t>]*+[*_#]*+[ \t]*+(?:final[ \t]+answer|answer)[ \t]*+[*_]*+[ \t]*+[:：][ \t]*+((?:.*[^ \t\n])?)[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 #: "answer is X", "answer is: X" or "answer: X" anywhere in a line; group 1 is the rest of the line.
 ANSWER_PHRASE = re.compile(r"\banswer(?:[ \t]+is\b[ \t]*[:：]?|[ \t]*[:：])[ \t]*(.*)", re.IGNORECASE)
 
 _BOX_START = re.compile(r"\\(?:boxed|fbox)")
+_BOX_TOKEN = re.compile(r"[^\s${}]+")
 
 
 def answer_lines(text: str) -> list[str]:
@@ -70,21 +74,21 @@ def answer_phrases(text: str) -> list[str]:
     return [m.group(1) for m in ANSWER_PHRASE.finditer(text)]
 
 
-def _matching_brace(text: str, open_at: int) -> int | None:
-    """Index of the ``}`` closing the ``{`` at ``open_at``; ``None`` if unbalanced."""
-    depth = 0
-    for i in range(open_at, len(text)):
-        c = text[i]
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Index of each ``{`` that is closed -> index of its ``}`` (a brace after a backslash is
+    text, not a group), in one pass: finding every box's group costs linear time, not a scan
+    to the end of the text per unclosed ``\\boxed{``."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for i, c in enumerate(text):
         if c == "{" and (i == 0 or text[i - 1] != "\\"):
-            depth += 1
-        elif c == "}" and text[i - 1] != "\\":
-            depth -= 1
-            if depth == 0:
-                return i
-    return None
+            stack.append(i)
+        elif c == "}" and i > 0 and text[i - 1] != "\\" and stack:
+            pairs[stack.pop()] = i
+    return pairs
 
 
-def _box_content(text: str, after: int) -> str | None:
+def _box_content(text: str, after: int, pairs: dict[int, int]) -> str | None:
     """Argument of a ``\\boxed``/``\\fbox`` whose name ends at ``after``.
 
     ``\\boxed{...}`` takes the brace group (nested braces allowed); ``\\boxed 5`` takes the
@@ -94,18 +98,20 @@ def _box_content(text: str, after: int) -> str | None:
     while i < len(text) and text[i].isspace():
         i += 1
     if i < len(text) and text[i] == "{":
-        end = _matching_brace(text, i)
+        end = pairs.get(i)
         return None if end is None else text[i + 1 : end]
     if i == after and (i >= len(text) or not text[i].isdigit()):
         return None  # "\boxedx" is another macro name, not a box
-    m = re.match(r"[^\s${}]+", text[i:])
+    m = _BOX_TOKEN.match(text, i)  # matched in place: no copy of the rest of the text per box
     return m.group(0) if m else None
 
 
 def extract_boxed(text: str) -> str | None:
     """Content of the last well-formed, non-empty ``\\boxed``/``\\fbox`` in ``text``."""
-    for m in reversed(list(_BOX_START.finditer(text))):
-        content = _box_content(text, m.end())
+    starts = list(_BOX_START.finditer(text))
+    pairs = _brace_pairs(text) if starts else {}
+    for m in reversed(starts):
+        content = _box_content(text, m.end(), pairs)
         if content is not None and content.strip():
             return content.strip()
     return None

@@ -68,7 +68,7 @@ _NUMBER_WITH_UNITS = re.compile(
     r"|,\s+[A-Za-z].*)"
 )
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mbox|mathrm)\s*\{([^{}]*)\}")
-_HASH_LINE = re.compile(r"^[ \t]*####[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+_HASH_LINE = re.compile(r"^[ \t]*+####[ \t]*+((?:.*[^ \t\n])?)[ \t]*$", re.MULTILINE)  # linear, as ANSWER_LINE
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
 #: Delimited math: $...$ (not $$), \(...\), \[...\].
 _MATH_SEGMENT = re.compile(r"(?<![\\$])\$(?!\$)([^$]+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]")
@@ -103,13 +103,20 @@ def _format_number(s: str) -> str:
     return format(d.normalize(), "f")
 
 
+# Unwrapping passes are bounded: a model can write wrappers nested thousands deep, and one pass
+# per level over the whole string would cost quadratic time.
+_MAX_WRAPPER_PASSES = 16
+
+
 def _strip_math_wrappers(s: str) -> str:
     """Remove ``\\text{}``-style wrappers, math delimiters, LaTeX spacing and trailing periods.
 
     Delimiters: ``$`` anywhere; ``\\(..\\)``, ``\\[..\\]`` or ``**..**`` around the whole string.
     """
     previous = None
-    while s != previous:
+    for _ in range(_MAX_WRAPPER_PASSES):  # each pass unwraps one level; real answers nest one or two
+        if s == previous:
+            break
         previous = s
         s = _TEXT_WRAPPER.sub(lambda m: m.group(1), s)
     s = s.replace("\\$", "").replace("$", "").replace("{,}", ",")
@@ -117,7 +124,9 @@ def _strip_math_wrappers(s: str) -> str:
     for space in ("\\;", "\\:", "\\ ", "\\quad", "\\qquad"):
         s = s.replace(space, " ")
     previous = None
-    while s != previous:
+    for _ in range(_MAX_WRAPPER_PASSES):
+        if s == previous:
+            break
         previous = s
         s = s.strip().rstrip(".").strip()
         for left, right in (("**", "**"), ("\\(", "\\)"), ("\\[", "\\]")):
@@ -140,7 +149,7 @@ def canonicalize_math(s: str) -> str:
     if _PLAIN_NUMBER.fullmatch(s):
         try:
             return _format_number(s)
-        except InvalidOperation:
+        except (InvalidOperation, ValueError):  # ValueError: more digits than int() converts
             return s
     return s
 
