@@ -213,3 +213,16 @@ def test_json_dataset_show_round_trips_plain_unicode(tmp_path, capsys):
     path.write_text(json.dumps({"question": "Combien font 2 + 3 ? — 𝑥", "answer": "5"}) + "\n", encoding="utf-8")
     assert main(["data", "show", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["question"] == "Combien font 2 + 3 ? — 𝑥"
+
+
+def test_serve_on_a_port_in_use_is_one_line_before_serving(capsys):
+    import socket
+
+    pytest.importorskip("uvicorn")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--backend-url", "http://127.0.0.1:9/v1"]) == 2
+    line = one_error(capsys, "--port", f"127.0.0.1:{port} is already in use")
+    assert "serving" not in line

@@ -6,6 +6,7 @@ Every setting is checked before the model is loaded; mistakes are one line, exit
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
 import sys
@@ -58,6 +59,27 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def check_port_free(host: str, port: int) -> None:
+    """A one-line error when ``host:port`` cannot be bound (in use, or a host not of this
+    machine), instead of uvicorn's log lines after the model has loaded."""
+    import socket  # noqa: PLC0415
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError("--host", f"cannot resolve {host!r} ({e.strerror})", "an address of this machine") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            what = "is already in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
+            raise ConfigError("--port", f"{host}:{port} {what}", "a free port (or --port 0 for any)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn  # noqa: PLC0415
@@ -71,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--port", f"got {args.port}", "an integer in [0, 65535]")
     if args.api_key is not None and not args.api_key.strip():
         raise ConfigError("--api-key", "is empty", "a non-empty token, or leave it out")
+    check_port_free(args.host, args.port)  # before any model loads and before "serving on"
     if not _is_loopback(args.host) and not args.api_key:
         print(f"infscale: warning: serving on {args.host} without --api-key: anyone who can reach it can use it",
               file=sys.stderr)
