@@ -52,7 +52,7 @@ def run(args) -> int:
     from ..claims.write import reproduce, terminal_table  # noqa: PLC0415
     from ._runs import open_store  # noqa: PLC0415
 
-    store = open_store(args)
+    store = open_store(args, create=True)  # reproduce runs evaluations: it may start the database
     try:
         for name in names:
             rep = reproduce(CLAIMS[name], preset, model=args.model, backend_url=args.backend_url, store=store,
