@@ -20,7 +20,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import ConfigError
@@ -64,12 +64,32 @@ def eval_config(spec: RunSpec, *, model: str | None, backend_url: str | None) ->
                       subsamples=spec.subsamples)
 
 
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What decides a run's samples: the configuration without ``concurrency`` and without
+    settings left at their defaults (so a setting added to EvalConfig later, at its default,
+    does not change the identity of runs stored before it existed)."""
+    defaults = {f.name: (f.default_factory() if f.default_factory is not MISSING else f.default)  # type: ignore[misc]
+                for f in fields(EvalConfig)}
+    return {k: v for k, v in config.items() if k != "concurrency" and not (k in defaults and v == defaults[k])}
+
+
 def run_id_of(config: EvalConfig) -> str:
-    """``claim-`` + a hash of the configuration that decides the samples (not the concurrency)."""
-    d = config.to_dict()
-    d.pop("concurrency", None)
-    digest = hashlib.blake2b(json.dumps(d, sort_keys=True).encode(), digest_size=6).hexdigest()
+    """``claim-`` + a hash of the configuration that decides the samples (:func:`_identity`)."""
+    digest = hashlib.blake2b(json.dumps(_identity(config.to_dict()), sort_keys=True).encode(),
+                             digest_size=6).hexdigest()
     return f"claim-{digest}"
+
+
+def find_run(store: Store, config: EvalConfig) -> dict[str, Any] | None:
+    """The stored run of this configuration: by its id, else any ``claim-`` run whose stored
+    configuration has the same identity (runs stored under an earlier id scheme)."""
+    try:
+        return store.get_run(run_id_of(config))
+    except ConfigError:
+        pass
+    want = _identity(config.to_dict())
+    matches = [r for r in store.list_runs() if r["run_id"].startswith("claim-") and _identity(r["config"]) == want]
+    return max(matches, key=lambda r: (r["status"] == "done", r["updated"])) if matches else None
 
 
 @dataclass
@@ -111,11 +131,8 @@ def ensure_run(store: Store, spec: RunSpec, *, model: str | None = None, backend
     log = log or (lambda msg: print(f"infscale: {msg}", file=sys.stderr, flush=True))
     config = eval_config(spec, model=model, backend_url=backend_url)
     config.validate()
-    run_id = run_id_of(config)
-    try:
-        run = store.get_run(run_id)
-    except ConfigError:
-        run = None
+    run = find_run(store, config)
+    run_id = run["run_id"] if run is not None else run_id_of(config)
     reused = run is not None and run["status"] == "done"
     if not reused:
         gen = (generator_factory or _default_generator)(config)
