@@ -10,7 +10,7 @@ import pytest
 import infscale
 from infscale import Budget, Problem
 from infscale.strategies.fusion import parse_pick, with_context
-from infscale.testing import FakeGenerator, answer_model
+from infscale.testing import FakeGenerator, answer_model, record_requests
 
 PROBLEM = Problem(id="f", question="Tom has 3 boxes of 4 apples. How many apples?", reference="12")
 
@@ -56,14 +56,7 @@ def selector(pick_answer: str | None):
 
 async def test_genselect_follows_the_picks_over_shuffled_repeats():
     gen = FakeGenerator(selector("13"))
-    requests = []
-    inner = gen.generate
-
-    async def spy(reqs):
-        requests.extend(reqs)
-        return await inner(reqs)
-
-    gen.generate = spy
+    requests = record_requests(gen)
     r = await infscale.run(PROBLEM, gen, "genselect", n=6, seed=2, trace=True)
     assert {c.answer for c in r.candidates} == {"12", "13"}
     assert r.answer == "13" and r.distribution[0].weight == 1.0  # every pick went to 13's class

@@ -11,7 +11,7 @@ import infscale
 from infscale import Budget, Problem
 from infscale.scorers import get_scorer
 from infscale.scorers.arith_check import explain_text
-from infscale.testing import FakeGenerator, ForkingFakeGenerator
+from infscale.testing import FakeGenerator, ForkingFakeGenerator, record_requests
 
 PROBLEM = Problem(id="r", question="Tom has 3 boxes of 4 apples. How many apples?", reference="12")
 WRONG = "3 * 4 = 13\nAnswer: 13"
@@ -113,14 +113,7 @@ async def test_revisions_continue_from_the_kept_conversation_and_free_every_hand
 
 async def test_without_a_template_the_whole_conversation_is_sent_again():
     gen = ForkingFakeGenerator(learns_from_feedback)  # kv_fork, but nothing to render a template with
-    seen_requests = []
-    inner = gen.generate
-
-    async def spy(reqs):
-        seen_requests.extend(reqs)
-        return await inner(reqs)
-
-    gen.generate = spy
+    seen_requests = record_requests(gen)
     r = await infscale.run(PROBLEM, gen, "refine", n=4, scorer="arith-check", seed=1)
     assert r.answer == "12"
     revision = seen_requests[1]
@@ -131,14 +124,7 @@ async def test_without_a_template_the_whole_conversation_is_sent_again():
 
 async def test_plain_prompt_models_get_the_feedback_as_text():
     gen = FakeGenerator(learns_from_feedback, chat=False)
-    requests = []
-    inner = gen.generate
-
-    async def spy(reqs):
-        requests.extend(reqs)
-        return await inner(reqs)
-
-    gen.generate = spy
+    requests = record_requests(gen)
     r = await infscale.run(PROBLEM, gen, "refine", n=4, scorer="arith-check", seed=1)
     assert r.answer == "12"
     assert requests[1].prompt.startswith(requests[0].prompt + WRONG + "\n\nFeedback on the solution:\n")

@@ -259,3 +259,17 @@ class ForkingFakeGenerator(FakeGenerator):
             return
         handle.freed = True
         self.held.discard(handle)
+
+
+def record_requests(gen) -> list[GenRequest]:
+    """Wrap ``gen.generate`` so every request it is given is appended, in order, to the returned
+    list (for tests that check what a strategy asked for)."""
+    seen: list[GenRequest] = []
+    inner = gen.generate
+
+    async def generate(requests: list[GenRequest]) -> list[Completion]:
+        seen.extend(requests)
+        return await inner(requests)
+
+    gen.generate = generate
+    return seen
