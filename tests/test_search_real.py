@@ -38,7 +38,8 @@ def test_every_search_strategy_on_the_engine_frees_its_sequences_and_is_compute_
     assert engine.stats()["live"] == 0 and engine.stats()["free_sequences"] == engine.n_seq_max
     ratio = r.usage.generated_tokens / samples_tokens
     # the band of tests/test_compute_matched.py, widened for a real model's variable step lengths
-    # (one seed, four trajectories); best-first ends at its first solution (lower bound exempt)
+    # (one seed, four trajectories); best-first ends at its first solution and MUR searches only the
+    # steps the model is unsure of (here often none: one sample's tokens), so their lower bound is exempt
     assert ratio <= 3.0, (strategy, ratio)
-    if strategy != "best-first":
+    if strategy not in ("best-first", "mur"):
         assert ratio >= 0.33, (strategy, ratio)

@@ -84,6 +84,7 @@ class Node:
     group: int = 0
     empty_merges: int = 0
     step_logprob: float = 0.0  # mean token log-prob of the latest step
+    memo: dict[str, Any] = field(default_factory=dict)  # policies' per-path state (immutable values), inherited
 
     @property
     def mean_logprob(self) -> float:
@@ -116,13 +117,13 @@ class SearchState:
         """A new node continuing ``parent`` (not yet extended)."""
         return self.new_node(parent=parent.id, text=parent.text, steps=list(parent.steps), scores=list(parent.scores),
                              logw=parent.logw, priority=parent.priority, tokens=parent.tokens, logprob=parent.logprob,
-                             group=parent.group)
+                             group=parent.group, memo=dict(parent.memo))
 
     def copy(self, p: Node) -> Node:
         """A resampled duplicate of ``p``: same tree position and sequence handle, new id."""
         return self.new_node(parent=p.parent, text=p.text, steps=list(p.steps), scores=list(p.scores), logw=p.logw,
                              priority=p.priority, finished=p.finished, reason=p.reason, tokens=p.tokens,
-                             logprob=p.logprob, handle=p.handle, group=p.group)
+                             logprob=p.logprob, handle=p.handle, group=p.group, memo=dict(p.memo))
 
     def live(self) -> list[Node]:
         return [n for n in self.frontier if not n.finished]
@@ -154,7 +155,7 @@ class SearchStrategy(Strategy):
     default_scorer = "arith-check"
 
     def __init__(self, name: str, summary: str, config: SearchConfig, doc: str = "",
-                 default_scorer: str = "arith-check", cost: str = ""):
+                 default_scorer: str | None = "arith-check", cost: str = ""):
         self.name = name
         self.summary = summary
         self.config = config
@@ -167,7 +168,7 @@ class SearchStrategy(Strategy):
         self.__doc__ = doc or summary
 
     def wants_scorer(self, options):
-        return True
+        return self.default_scorer is not None  # a search valued without a scorer (φ-decoding) calls none
 
     def requires(self, options: dict[str, Any]) -> list[Requirement]:
         """What the policies need of the generator with these settings (e.g. logprobs for a mixed score)."""
@@ -209,11 +210,15 @@ class SearchStrategy(Strategy):
         # 1. select what to extend: (node, number of children) pairs; nodes given 0 are pruned
         plan = cfg.expand.plan(st, ctx, info)
         planned = {id(node) for node, _ in plan}
-        # 2. extend every planned child by one step; the parents' sequences are freed after
+        # 2. extend every planned child by one step (the parents leave the frontier)
         children = await extend.grow(st, ctx, plan)
         st.frontier = [n for n in st.frontier if id(n) not in planned]
-        # 3. weigh the new steps: the process scorer's log-scores become weights and priorities
+        # 3. weigh the new steps: the process scorer's log-scores become weights and priorities;
+        #    a weigh policy that looks ahead (foresight rollouts) does so here
         await self._weigh(ctx, children)
+        foresee = getattr(cfg.weigh, "foresee", None)
+        if foresee is not None:
+            await foresee(st, ctx, children, rng, info)
         st.depth += 1
         # 4. settle which nodes stay, and whether the search is over
         over = cfg.select.settle(st, ctx, children, rng, info)
@@ -230,7 +235,7 @@ class SearchStrategy(Strategy):
                 and len(c.scores) < len(c.steps)]
         if not todo:
             return
-        if ctx.scorer is None:
+        if ctx.scorer is None or not self.wants_scorer(ctx.options):
             scores = [0.0] * len(todo)
         else:
             prefixes = ["".join(c.steps[:-1]) for c in todo]
@@ -266,6 +271,10 @@ class SearchStrategy(Strategy):
         if st.log_z is not None:  # weighted searches: the normalising-constant estimate, the final weights' ESS
             r.info["log_z"] = st.log_z
             r.info["ess"] = ess([n.logw for n in st.frontier])
+        for policy in self.config.policies():  # what a policy reports about the search (MUR: steps searched)
+            report = getattr(policy, "report", None)
+            if report is not None:
+                r.info.update(report(st, nodes))
         return r
 
 

@@ -6,7 +6,8 @@ assistant turn from the text so far. An empty step (a bare delimiter) is merged 
 one and not counted, up to three times; a child still empty then ends as it is. A child the
 budget refused (``finish_reason == "budget"``, or no completion at all) is not extended and ends
 with reason ``"budget"``. A conditional particle filter's reference node replays its reference
-path instead of sampling. Once every child has its own sequence the parents' are freed.
+path instead of sampling. The parents' sequences are freed by the core once the round is
+settled, unless the select policy keeps a parent to expand it again.
 
 Resampled copies share their original's handle until the next extension, which forks every copy
 before any parent is freed; :func:`release` frees each distinct handle once.
@@ -15,6 +16,7 @@ before any parent is freed; :func:`release` frees each distinct handle once.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from itertools import zip_longest
 from typing import TYPE_CHECKING
 
@@ -26,7 +28,7 @@ from ..base import Context
 if TYPE_CHECKING:
     from .core import Node, SearchState
 
-__all__ = ["grow", "release"]
+__all__ = ["grow", "release", "rollout", "Rollout"]
 
 _MERGES = 3  # empty steps merged into one child's step at most
 
@@ -40,7 +42,9 @@ async def grow(st: SearchState, ctx: Context, plan: list[tuple[Node, int]]) -> l
             c = st.child(parent)
             source[c.id] = parent.handle
             children.append(c)
-    st.pending = children  # released by close() if the budget stops the round midway
+    # released by close() if the budget stops the round midway; the parents are freed by the core
+    # once the round is settled, unless the select policy keeps them (MUR re-expands a parent)
+    st.pending = children + [parent for parent, _ in plan]
     pending = list(children)
     for round_ in range(1 + _MERGES):
         if not pending:
@@ -62,7 +66,6 @@ async def grow(st: SearchState, ctx: Context, plan: list[tuple[Node, int]]) -> l
     for c in pending:  # still empty after merging: end it as it is
         c.finished, c.reason = True, "empty"
         release(ctx, [c])
-    release(ctx, [parent for parent, _ in plan])
     return children
 
 
@@ -146,3 +149,79 @@ def _apply(ctx: Context, c: Node, out: Completion | None) -> None:
         c.finished, c.reason = True, "max_steps"
     if c.finished:
         release(ctx, [c])
+
+
+# ------------------------------------------------------------------ foresight rollouts
+
+@dataclass
+class Rollout:
+    """A look-ahead from a node: the text generated after it, its tokens and summed log-prob,
+    the non-empty steps it took, and whether it reached the end of the solution."""
+
+    text: str = ""
+    tokens: int = 0
+    logprob: float = 0.0
+    steps: int = 0
+    finished: bool = False
+
+
+async def rollout(ctx: Context, nodes: list[Node], steps: int, tag: str = "foresight") -> list[Rollout]:
+    """Look ``steps`` steps ahead of each node without changing it (φ-decoding's foresight).
+
+    Each round is one batched request per open rollout; the first forks the node's kept sequence
+    and later ones the rollout's own (the text is re-read only where the generator cannot fork).
+    Empty steps do not count (at most ``_MERGES`` extra rounds); a rollout ends at the end of the
+    answer, the token cap, an error or a request the budget refused. Every sequence it makes is
+    freed before it returns, also when the budget stops it midway."""
+    outs = [Rollout(finished=n.finished) for n in nodes]
+    owned: list = [None] * len(nodes)  # each rollout's own kept sequence
+    can_fork = ctx.generator.capabilities.kv_fork
+    opts = ctx.options
+    try:
+        for round_ in range(steps + _MERGES):
+            live = [i for i, ro in enumerate(outs) if not ro.finished and ro.steps < steps
+                    and ctx.params.max_tokens - nodes[i].tokens - ro.tokens > 0]
+            if not live:
+                break
+            reqs = []
+            for i in live:
+                n, ro = nodes[i], outs[i]
+                left = ctx.params.max_tokens - n.tokens - ro.tokens
+                stop = tuple(dict.fromkeys((opts["delimiter"],) + ctx.params.stop))
+                params = ctx.params.with_(max_tokens=min(opts["step_tokens"], left), stop=stop)
+                seed = derive_seed(ctx.seed, ctx.problem.id, tag, n.id, round_)
+                key = f"{ctx.problem.id}/n{n.id}/{tag}{round_}"
+                source = owned[i] if owned[i] is not None else (n.handle if not ro.text else None)
+                if can_fork and source is not None and not getattr(source, "freed", False):
+                    reqs.append(GenRequest(params=params, parent=source, keep=True, seed=seed, key=key))
+                else:
+                    base = build_request(ctx.problem, params, chat=ctx.chat, seed=seed, key=key)
+                    reqs.append(GenRequest(params=base.params, messages=base.messages, prompt=base.prompt,
+                                           prefix=n.text + ro.text, seed=seed, key=base.key, keep=can_fork))
+            completions = await ctx.generate_settled(reqs)
+            for i, out in zip_longest(live, completions[: len(live)]):
+                ro = outs[i]
+                if out is None or out.finish_reason in ("budget", "error"):
+                    ro.finished = True
+                    continue
+                if out.handle is not None:
+                    if owned[i] is not None and owned[i] is not out.handle:
+                        ctx.generator.free(owned[i])
+                    owned[i] = out.handle
+                stop = out.stop
+                if (stop is None and out.finish_reason == "stop" and not ctx.generator.capabilities.reports_stop
+                        and not ctx.task.ends_answer(out.text)):
+                    stop = opts["delimiter"]
+                step = out.text + (stop or "")
+                ro.text += step
+                ro.tokens += out.generated_tokens
+                ro.logprob += out.logprob
+                if step.strip():
+                    ro.steps += 1
+                if (out.finish_reason == "stop" and stop is None) or ctx.task.ends_answer(step):
+                    ro.finished = True
+    finally:
+        for h in owned:
+            if h is not None:
+                ctx.generator.free(h)
+    return outs

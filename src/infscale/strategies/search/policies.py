@@ -36,6 +36,8 @@ __all__ = [
     "Resample", "TopK", "SubtreeTop", "GumbelTopK", "KeepAll", "Frontier",
     "WeightedVote", "BestTrajectory",
     "beams", "frontier_key",
+    # MUR and φ-decoding
+    "Gated", "MomentumGate", "step_uncertainty",
 ]
 
 WIDTH = ParamSpec(int, 4, "children per expanded node (beams: n / width beams share n children per round)", lo=1)
@@ -387,3 +389,110 @@ class BestTrajectory:
                ) -> tuple[list[AnswerMass], list[str]]:
         classes = voting.fold(cands, [0.0] * len(cands), task)
         return voting.distribution(classes), voting.choose("best", classes, cands)
+
+
+# ------------------------------------------------------------- MUR: momentum-gated step search
+# (Yan et al. 2025, "MUR: Momentum Uncertainty guided Reasoning for Large Language Models")
+
+def step_uncertainty(n: Node) -> float:
+    """MUR's step uncertainty: the mean negative log-probability of the step's tokens under the
+    model (temperature 1; the step as generated, after any merged empty steps)."""
+    return -n.step_logprob
+
+
+def _parent(st: SearchState, c: Node) -> Node | None:
+    """The node ``c`` was grown from: the round's parents stay in ``st.pending`` until the round
+    is settled (:func:`.extend.grow`)."""
+    return next((p for p in st.pending if p.id == c.parent), None)
+
+
+def _new_step(c: Node, depth: int) -> bool:
+    """Whether ``c`` took a usable step to ``depth`` steps (not refused, failed or left empty)."""
+    return len(c.steps) == depth and c.reason not in ("error", "budget", "empty")
+
+
+@dataclass(frozen=True)
+class Gated:
+    """MUR's expansion: one path. Its live node gets one child (the step as sampled), except a
+    node whose sampled step the gate found too uncertain: it gets n - 1 more children, which
+    compete with the sampled one (parked in the frontier meanwhile)."""
+
+    specs = {}
+
+    def roots(self, ctx: Context) -> int:
+        return 1
+
+    def plan(self, st: SearchState, ctx: Context, info: dict[str, Any]) -> list[tuple[Node, int]]:
+        mode = {n.id: n.memo.get("mur") for n in st.frontier}
+        return [(n, max(1, ctx.n - 1) if mode[n.id] == "search" else 1)
+                for n in st.live() if mode[n.id] != "probe"]
+
+
+@dataclass(frozen=True)
+class MomentumGate:
+    """MUR's detector. With u_t a step's uncertainty (:func:`step_uncertainty`) and the momentum
+    uncertainty M_t = alpha * M_(t-1) + (1 - alpha) * u_t (M_0 = 0), step t >= 2 is searched when
+    exp(u_t) > exp(M_(t-1)) / gamma, i.e. u_t > M_(t-1) - log(gamma): the sampled step and n - 1
+    more samples of it are scored by the process scorer and the best kept (ties: the step the
+    model is more confident in). M_t then takes the kept step's uncertainty. gamma in (0, 1]:
+    smaller searches fewer steps. Needs token log-probabilities."""
+
+    specs = {"momentum": ParamSpec(float, 0.9, "alpha: momentum uncertainty M_t = alpha M_(t-1) + (1 - alpha) u_t",
+                                   lo=0.0, hi=1.0),
+             "gamma": ParamSpec(float, 0.8, "search step t when exp(u_t) > exp(M_(t-1)) / gamma (smaller: fewer searches)",
+                                lo=1e-6, hi=1.0)}
+
+    def requires(self, options: dict[str, Any]) -> list[Requirement]:
+        return [Requirement("logprobs", param="strategy", who="step uncertainty from token log-probabilities",
+                            accepted="another strategy, or a generator that reports logprobs")]
+
+    def settle(self, st: SearchState, ctx: Context, children: list[Node], rng, info: dict[str, Any]) -> bool:
+        probes = [n for n in st.frontier if n.memo.get("mur") == "probe"]
+        kept: list[Node] = []
+        for c in children if not probes else []:
+            depth = len(_parent(st, c).steps) + 1 if _parent(st, c) is not None else len(c.steps)
+            if not _new_step(c, depth):
+                kept.append(c)  # refused, failed or empty: the path ends as it is
+                continue
+            t, u, m = len(c.steps), step_uncertainty(c), c.memo.get("momentum", 0.0)
+            threshold = m - math.log(ctx.options["gamma"]) if t >= 2 and ctx.n > 1 else None
+            info["mur"] = {"step": t, "uncertainty": u, "momentum": m, "threshold": threshold,
+                           "search": threshold is not None and u > threshold}
+            if info["mur"]["search"]:  # keep the parent for n - 1 more samples; park this one beside it
+                parent = _parent(st, c)
+                parent.memo = {**parent.memo, "mur": "search"}
+                c.memo = {**c.memo, "mur": "probe", "threshold": threshold}
+                st.frontier = [parent, c]
+                return False
+            kept.append(self._advance(c, u, threshold, searched=False, options=ctx.options))
+        if probes:  # a searched step: the sampled one and its siblings compete
+            probe = probes[0]
+            depth = len(probe.steps)
+            pool = [c for c in probes + children if _new_step(c, depth)] or [probe]
+            best = max(pool, key=lambda c: (c.scores[-1] if len(c.scores) == depth else -math.inf,
+                                            c.step_logprob, -c.id))
+            info["mur"] = {"step": depth, "candidates": [c.id for c in pool], "kept": best.id}
+            kept.append(self._advance(best, step_uncertainty(best), probe.memo.get("threshold"), searched=True,
+                                      options=ctx.options))
+        st.frontier = []
+        _keep(st, kept, info)
+        return False
+
+    @staticmethod
+    def _advance(c: Node, u: float, threshold: float | None, *, searched: bool, options: dict[str, Any]) -> Node:
+        """``c`` is the path's next step: fold its uncertainty into the momentum, log the step."""
+        m = c.memo.get("momentum", 0.0)
+        a = options["momentum"]
+        c.memo = {**c.memo, "mur": None, "momentum": a * m + (1 - a) * u,
+                  "uncertainties": c.memo.get("uncertainties", ()) + (u,),
+                  "thresholds": c.memo.get("thresholds", ()) + (threshold,),
+                  "searched": c.memo.get("searched", ()) + (searched,)}
+        return c
+
+    def report(self, st: SearchState, nodes: list[Node]) -> dict[str, Any]:
+        """The final path's steps searched and the threshold trajectory (None: step 1, never gated)."""
+        path = max(nodes, key=lambda n: (n.finished, len(n.steps), -n.id), default=None)
+        memo = path.memo if path is not None else {}
+        searched = list(memo.get("searched", ()))
+        return {"searched_steps": sum(searched), "steps_searched": [i + 1 for i, s in enumerate(searched) if s],
+                "thresholds": list(memo.get("thresholds", ())), "uncertainties": list(memo.get("uncertainties", ()))}

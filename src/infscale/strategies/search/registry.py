@@ -9,6 +9,7 @@ from __future__ import annotations
 from .core import ParticleGibbs, SearchConfig, SearchStrategy
 from .policies import (Beams, BestNode, BestTrajectory, EachLive, Frontier, GumbelTopK, KeepAll, Mixed, PathPriority,
                        Potential, Rank, Rebase, Resample, SubtreeTop, TopK, WeightedVote)
+from .policies import Gated, MomentumGate
 
 __all__ = ["SEARCH_STRATEGIES"]
 
@@ -106,5 +107,23 @@ self_eval_beam = SearchStrategy(
     default_scorer="self-eval",
     cost="n children per step (n / width beams of width): about n samples' tokens")
 
+# -- uncertainty-gated and foresight step search (issue 13) -----------------------------------------
+
+mur = SearchStrategy(
+    "mur",
+    "MUR: one path; a step more uncertain than the momentum threshold is re-drawn n times and the best kept",
+    SearchConfig(expand=Gated(), weigh=Rank(), select=MomentumGate(), finish=BestTrajectory()),
+    doc="Momentum uncertainty-guided reasoning (Yan et al. 2025, 'MUR: Momentum Uncertainty guided Reasoning for "
+        "Large Language Models'). One path decoded step by step. A step's uncertainty u_t is the mean negative "
+        "token log-probability of the step; the momentum uncertainty is M_t = alpha M_(t-1) + (1 - alpha) u_t "
+        "(M_0 = 0). From step 2 on, a step with u_t > M_(t-1) - log(gamma) (the paper's exp(u_t) > exp(M_(t-1)) / "
+        "gamma) is searched: it and n - 1 more samples of that step are scored by the process scorer and the best "
+        "is kept (its uncertainty enters the momentum); any other step is kept as sampled. Weights: none (the path "
+        "is ranked by the scorer's step log-score only among a searched step's candidates). info.searched_steps, "
+        "info.steps_searched and info.thresholds (None for step 1) report the gate.",
+    cost="one path; a searched step costs n candidate steps (the sampled one among them), any other one: between "
+         "1 and n samples' tokens, the share of steps searched deciding (the exception to the 0.5x-2x band: "
+         "spending only where the model is unsure is the algorithm)")
+
 SEARCH_STRATEGIES = {s.name: s for s in [particle_filter, importance_sampling, smc, particle_gibbs, beam_search, dvts,
-                                         rebase, best_first, self_eval_beam]}
+                                         rebase, best_first, self_eval_beam, mur]}
