@@ -171,3 +171,152 @@ def test_mur_on_the_engine_searches_uncertain_steps_answers_and_keeps_its_budget
     capped = _real(engine, "mur", budget=Budget(generated_tokens=cap), gamma=1.0)
     assert capped.usage.generated_tokens <= cap and capped.candidates
     assert _all_freed(engine)
+
+
+# -- φ-decoding: the pieces on known values ------------------------------------------------------
+
+from infscale.strategies.search.policies import cluster_texts, phi_probabilities, width_prune  # noqa: E402
+
+
+def test_width_pruning_keeps_steps_within_sigma_of_the_mean_and_refills_to_the_beams():
+    rng = np.random.default_rng(0)
+    logps = [-0.1, -0.2, -0.3, -2.0]  # mean -0.65, std 0.7826: the cut is -1.4326
+    assert width_prune(logps, 1.0, 1, 0.1, rng) == [0, 1, 2]
+    assert width_prune(logps, 0.0, 1, 0.1, rng) == [0, 1, 2]  # the cut is the mean
+    assert width_prune(logps, 3.0, 1, 0.1, rng) == [0, 1, 2, 3]
+    assert width_prune(logps, 1.0, 4, 0.1, rng) == [0, 1, 2, 3]  # refilled to the beams to fill
+    assert width_prune([-0.5] * 3, 1.0, 1, 0.1, rng) == [0, 1, 2]  # all equal: all kept
+    # the refill draws ∝ softmax(logp / tau) among the pruned: -0.2 beats -3.0 almost surely
+    picks = [width_prune([0.0, 0.0, 0.0, 0.0, -0.2, -3.0], 0.1, 5, 0.1, np.random.default_rng(s)) for s in range(20)]
+    assert all(p[:4] == [0, 1, 2, 3] and len(p) == 5 for p in picks)
+    assert sum(p[4] == 4 for p in picks) >= 19
+
+
+def test_selection_probabilities_are_the_mean_of_advantage_and_cluster_softmaxes():
+    adv, labels, tau = [0.2, 0.1, 0.3], [0, 0, 1], 0.1
+    ea = [math.exp(a / tau) for a in adv]
+    ec = [math.exp(s) for s in (2 / 3, 2 / 3, 1 / 3)]
+    expected = [(x / sum(ea) + y / sum(ec)) / 2 for x, y in zip(ea, ec)]
+    assert phi_probabilities(adv, labels, tau) == pytest.approx(expected)
+    assert phi_probabilities(adv, labels, tau).sum() == pytest.approx(1.0)
+
+
+def test_clusters_group_alike_foresights():
+    rng = np.random.default_rng(0)
+    texts = ["3 + 4 = 7\n", "3 + 4 = 7\n", "3 + 4 = 7 so\n", "apples are red\n", "apples are red\n"]
+    labels = cluster_texts(texts, 2, rng)
+    assert labels[0] == labels[1] == labels[2] != labels[3] == labels[4]
+    assert cluster_texts(["x"] * 4, 3, rng) == [0, 0, 0, 0]  # one distinct text: one cluster
+    assert len(set(cluster_texts(["a b", "c d", "e f"], 3, rng))) == 3
+
+
+# -- φ-decoding on a fake with known foresight values ------------------------------------------------
+
+# the step a; then m or n (as likely as each other); m is followed by u, n by v; then the answer
+def foresight_model(steps):
+    if not steps:
+        return {"a": 1.0}
+    if len(steps) == 1:
+        return {"m": 0.5, "n": 0.5}
+    if len(steps) == 2:
+        return {"u": 1.0} if steps[1] == "m" else {"v": 1.0}
+    return {"Answer: 1" if steps[2] == "u" else "Answer: 2": 1.0}
+
+
+PHI_LOGP = {"a": -2.0, "m": -1.5, "n": -1.5, "u": -0.2, "v": -0.3, "Answer: 1": -0.1, "Answer: 2": -0.1}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_phi_values_candidates_by_their_foresight_and_draws_by_the_documented_distribution(seed):
+    gen = ScriptedSteps(foresight_model, PHI_LOGP)
+    # n = 8, foresight 1: C = 8 // 2 = 4 candidates per round, one beam of 4
+    r = run(gen, "phi-decoding", 8, seed=seed, min_foresight=2, consensus=0.7)
+    steps = {n["id"]: n["step"].strip() for t in r.trace for n in t["nodes"]}
+    first, second = r.trace[0], r.trace[1]
+    # round 1: four "a"s, each foreseeing m or n (-1.5): advantage -1.5 - 0 < 0, so no cluster, the
+    # draw is softmax(A / 0.1) over the four: uniform
+    assert [steps[f["id"]] for f in first["foresight"]] == ["a"] * 4
+    assert all(f["value"] == pytest.approx(-1.5) and f["adv"] == pytest.approx(-1.5) for f in first["foresight"])
+    assert [f["p"] for f in first["foresight"]] == pytest.approx([0.25] * 4)
+    assert first["consensus"] == 0.0 and len(first["selected"]) == 1
+    # round 2: m foresees u (-0.2), n foresees v (-0.3); the beam's previous value is -1.5, so the
+    # advantages are 1.3 and 1.2 (all > 0): clusters by foresight text, p = mean of the two softmaxes
+    fs = second["foresight"]
+    kinds = [steps[f["id"]] for f in fs]
+    assert set(kinds) <= {"m", "n"} and len(kinds) == 4
+    adv = [1.3 if k == "m" else 1.2 for k in kinds]
+    assert [f["adv"] for f in fs] == pytest.approx(adv)
+    share = [kinds.count(k) / 4 for k in kinds]
+    ea = [math.exp(a / 0.1) for a in adv]
+    ec = [math.exp(s) for s in share]
+    assert [f["p"] for f in fs] == pytest.approx([(x / sum(ea) + y / sum(ec)) / 2 for x, y in zip(ea, ec)])
+    assert len({f["cluster"] for f in fs}) == len(set(kinds))  # u-foresights and v-foresights apart
+    assert second["consensus"] == pytest.approx(max(share))
+    # in-depth pruning: from round min_foresight = 2 on, exactly when the largest cluster holds > 0.7;
+    # then the beam goes on alone, one child a round, without foresight
+    assert not first["depth_pruned"]
+    rounds = r.trace[1:]
+    stop = next(i for i, t in enumerate(rounds) if t.get("depth_pruned"))
+    assert all(t["depth_pruned"] == (t["consensus"] > 0.7) for t in rounds[: stop + 1])
+    assert all("foresight" not in t and len(t["nodes"]) == 1 for t in rounds[stop + 1:])
+    assert r.info["foresight_stopped_at"] == stop + 2
+    assert second["depth_pruned"] == (max(share) > 0.7)
+    chosen = steps[second["selected"][0]]
+    assert r.answer == ("1" if chosen == "m" else "2")
+    assert gen.held == set() and gen.handed_out > 0
+
+
+def test_phi_prunes_in_width_before_any_foresight():
+    # at the first step "weak" is far less likely per token than the others: it is pruned and never rolled out
+    def model(steps):
+        if not steps:
+            return {"s1": 0.3, "s2": 0.3, "s3": 0.2, "weak": 0.2}
+        return {"Answer: " + steps[0]: 1.0}
+
+    gen = ScriptedSteps(model, {"s1": -0.1, "s2": -0.1, "s3": -0.1, "weak": -3.0})
+    calls = []
+    for seed in range(4, 14):  # these seeds draw one, two and three weak steps
+        r = run(gen, "phi-decoding", 8, seed=seed)
+        first = r.trace[0]["foresight"]
+        steps = {n["id"]: n["step"].strip() for n in r.trace[0]["nodes"]}
+        logps = np.array([f["logp"] for f in first])
+        cut = logps.mean() - logps.std()  # sigma = 1; one beam, so no refill is ever needed
+        for f in first:
+            assert f["pruned"] == (f["logp"] < cut)
+            assert (f["value"] is None) == f["pruned"] and (f["p"] == 0.0) == f["pruned"]
+        weak = sum(steps[f["id"]] == "weak" for f in first)
+        if weak == 1:  # one weak step among three likely ones: -3.0 < -0.825 - 1.256
+            assert [f["pruned"] for f in first] == [steps[f["id"]] == "weak" for f in first]
+        calls.append(weak)
+        assert gen.held == set()
+    assert calls.count(1) > 0  # the seeds did draw a lone weak step
+
+
+def test_phi_calls_no_scorer_and_continues_text_where_the_generator_cannot_fork():
+    model = FakeStepModel(foresight_model)
+    model.logp = PHI_LOGP
+    gen = ScriptedSteps(foresight_model, PHI_LOGP)
+    gen.capabilities = dataclasses.replace(gen.capabilities, kv_fork=False)
+    scorer = FakePotential(lambda before, step: 0.0)
+    r = run(gen, "phi-decoding", 8, scorer=scorer)
+    assert r.answer in ("1", "2") and scorer.calls == 0
+    assert gen.handed_out == 0
+
+
+@pytest.mark.parametrize("calls", [1, 2, 3, 5, 8, 13])
+def test_phi_frees_every_handle_when_the_budget_stops_it(calls):
+    gen = ScriptedSteps(foresight_model, PHI_LOGP)
+    r = run(gen, "phi-decoding", 8, budget=Budget(calls=calls))
+    assert r.usage.calls <= calls
+    assert gen.held == set()
+
+
+@pytest.mark.slow
+def test_phi_decoding_on_the_engine_forks_its_foresight_answers_and_keeps_its_budget(engine):
+    r = _real(engine, "phi-decoding")
+    assert r.answer is not None and r.info["foresight_rounds"] >= 1
+    assert _all_freed(engine)
+    cap = r.usage.generated_tokens // 2
+    capped = _real(engine, "phi-decoding", budget=Budget(generated_tokens=cap))
+    assert capped.usage.generated_tokens <= cap
+    assert _all_freed(engine)

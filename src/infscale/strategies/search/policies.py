@@ -18,6 +18,8 @@ best-first makes at most n expansions of ``width`` children.
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ from ...types import AnswerMass, Candidate
 from .. import resampling as rs
 from .. import voting
 from ..base import Context, ParamSpec, Requirement
+from . import extend
 from .core import Node, SearchState, aggregate
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "beams", "frontier_key",
     # MUR and φ-decoding
     "Gated", "MomentumGate", "step_uncertainty",
+    "PhiBeams", "Foresight", "PhiSelect", "phi_shape", "width_prune", "cluster_texts", "phi_probabilities",
 ]
 
 WIDTH = ParamSpec(int, 4, "children per expanded node (beams: n / width beams share n children per round)", lo=1)
@@ -496,3 +500,195 @@ class MomentumGate:
         searched = list(memo.get("searched", ()))
         return {"searched_steps": sum(searched), "steps_searched": [i + 1 for i, s in enumerate(searched) if s],
                 "thresholds": list(memo.get("thresholds", ())), "uncertainties": list(memo.get("uncertainties", ()))}
+
+
+# ------------------------------------------------------------- φ-decoding: foresight sampling
+# (Xu et al. 2025, "φ-Decoding: Adaptive Foresight Sampling for Balanced Inference-Time
+# Exploration and Exploitation")
+
+FORESIGHT = ParamSpec(int, 1, "steps each candidate step's foresight rollout looks ahead (the paper: to the end)", lo=1)
+
+
+def phi_shape(ctx: Context) -> tuple[int, int]:
+    """φ-decoding's beams and candidate steps per beam at width n. A candidate costs its own step
+    plus ``foresight`` rollout steps, so a round's n step generations buy C = n // (1 + foresight)
+    candidates: C // width beams of ``width`` candidates (one beam of C when C < width)."""
+    c = max(1, ctx.n // (1 + ctx.options["foresight"]))
+    k = min(ctx.options["width"], c)
+    return max(1, c // k), k
+
+
+def _softmax(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def width_prune(logps: list[float], sigma: float, room: int, tau: float, rng: np.random.Generator) -> list[int]:
+    """In-width pruning: the candidates whose step mean token log-prob is at least mean - sigma *
+    std of the round's candidates; if fewer than ``room`` remain, pruned ones drawn without
+    replacement ∝ softmax(log-prob / tau) make up the number. Indices, ascending."""
+    x = np.asarray(logps, dtype=np.float64)
+    keep = [i for i in range(len(x)) if x[i] >= x.mean() - sigma * x.std()]
+    if len(keep) < room:
+        rest = [i for i in range(len(x)) if i not in keep]
+        extra = rng.choice(len(rest), size=min(room - len(keep), len(rest)), replace=False, p=_softmax(x[rest] / tau))
+        keep = sorted(keep + [rest[int(j)] for j in extra])
+    return keep
+
+
+def cluster_texts(texts: list[str], k: int, rng: np.random.Generator) -> list[int]:
+    """Cluster labels of ``texts``: TF-IDF vectors (word and symbol tokens, smoothed idf,
+    L2-normalised) grouped by k-means (k-means++ seeding, scipy), k at most the number of distinct
+    texts; identical texts always share a cluster."""
+    k = min(k, len(set(texts)))
+    if k <= 1:
+        return [0] * len(texts)
+    tokens = [re.findall(r"\w+|[^\w\s]", t.lower()) for t in texts]
+    vocab = {w: j for j, w in enumerate(sorted({w for ts in tokens for w in ts}))}
+    if not vocab:
+        return [0] * len(texts)
+    tf = np.zeros((len(texts), len(vocab)))
+    for i, ts in enumerate(tokens):
+        for w in ts:
+            tf[i, vocab[w]] += 1
+    idf = np.log((1 + len(texts)) / (1 + (tf > 0).sum(axis=0))) + 1
+    x = tf * idf
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    from scipy.cluster.vq import kmeans2  # lazily: scipy is heavy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an empty cluster is harmless here
+        _, labels = kmeans2(x, k, minit="++", rng=rng)
+    return [int(v) for v in labels]
+
+
+def phi_probabilities(advantages: list[float], labels: list[int], tau: float) -> np.ndarray:
+    """The selection distribution: the mean of softmax(advantage / tau) and softmax(cluster share),
+    a candidate's cluster share being the fraction of the candidates in its cluster."""
+    share = [labels.count(v) / len(labels) for v in labels]
+    return (_softmax(np.asarray(advantages, dtype=np.float64) / tau) + _softmax(share)) / 2
+
+
+@dataclass(frozen=True)
+class PhiBeams:
+    """φ-decoding's expansion: one root with B * k candidates, then k per live beam (B, k from
+    :func:`phi_shape`); after in-depth pruning each beam just continues, one step per round."""
+
+    specs = {"width": ParamSpec(int, 4, "candidate steps per beam (the paper's rollouts per beam)", lo=1),
+             "foresight": FORESIGHT}
+
+    def roots(self, ctx: Context) -> int:
+        return 1
+
+    def plan(self, st: SearchState, ctx: Context, info: dict[str, Any]) -> list[tuple[Node, int]]:
+        b, k = phi_shape(ctx)
+        if st.depth == 0:
+            return [(n, b * k) for n in st.live()]
+        return [(n, 1 if n.memo.get("phi") == "plain" else k) for n in st.live()]
+
+
+@dataclass(frozen=True)
+class Foresight:
+    """φ-decoding's step value. In-width pruning (:func:`width_prune`) drops candidates whose step
+    is much less likely than the round's others; each kept candidate gets a foresight rollout of
+    ``foresight`` steps, forked from its kept sequence (:func:`.extend.rollout`), whose mean token
+    log-prob F is its value (a finished candidate: its own step's). The advantage is A = F minus
+    the beam's previous value. Candidates with A > 0 are clustered by their rollout texts
+    (:func:`cluster_texts`) and drawn by :func:`phi_probabilities`; if fewer than the beams to fill
+    have A > 0, all kept candidates are drawn by softmax(A / tau). No scorer is called."""
+
+    specs = {"foresight": FORESIGHT,
+             "sigma": ParamSpec(float, 1.0, "in-width pruning: drop steps with mean log-prob < mean - sigma * std",
+                                lo=0.0),
+             "tau": ParamSpec(float, 0.1, "temperature of softmax(advantage / tau)", lo=1e-6),
+             "clusters": ParamSpec(int, 3, "k-means clusters of the foresight texts", lo=1)}
+
+    def requires(self, options: dict[str, Any]) -> list[Requirement]:
+        return [Requirement("logprobs", param="strategy", who="foresight values from token log-probabilities",
+                            accepted="another strategy, or a generator that reports logprobs")]
+
+    def update(self, n: Node, s: float, options: dict[str, Any]) -> None:
+        """Valued by foresight (:meth:`foresee`), not by a scorer."""
+
+    async def foresee(self, st: SearchState, ctx: Context, children: list[Node], rng: np.random.Generator,
+                      info: dict[str, Any]) -> None:
+        if any(c.memo.get("phi") == "plain" for c in children):
+            return  # in-depth pruning stopped the foresight: the beams just continue
+        opts = ctx.options
+        for c in children:
+            c.memo = {**c.memo, "p": 0.0}
+        cands = [c for c in children if _new_step(c, st.depth + 1)]
+        if not cands:
+            return
+        room = max(1, phi_shape(ctx)[0] - len(st.done))
+        kept = [cands[i] for i in width_prune([c.step_logprob for c in cands], opts["sigma"], room, opts["tau"], rng)]
+        rollouts = await extend.rollout(ctx, kept, opts["foresight"])
+        values = [ro.logprob / ro.tokens if ro.tokens else c.step_logprob for c, ro in zip(kept, rollouts)]
+        advs = [v - c.memo.get("q", 0.0) for c, v in zip(kept, values)]
+        texts = [ro.text if ro.text.strip() else c.steps[-1] for c, ro in zip(kept, rollouts)]
+        eligible = [i for i in range(len(kept)) if advs[i] > 0 and texts[i].strip()]
+        labels: list[int] | None = None
+        if len(eligible) < room:
+            pool, p, consensus = list(range(len(kept))), _softmax(np.asarray(advs) / opts["tau"]), 0.0
+        else:
+            pool = eligible
+            labels = cluster_texts([texts[i] for i in pool], opts["clusters"], rng)
+            p = phi_probabilities([advs[i] for i in pool], labels, opts["tau"])
+            consensus = max(labels.count(v) for v in labels) / len(labels)
+        for c, v, a in zip(kept, values, advs):
+            c.scores.append(a)
+            c.priority = v
+            c.memo = {**c.memo, "value": v, "consensus": consensus}
+        for j, i in enumerate(pool):
+            kept[i].memo = {**kept[i].memo, "p": float(p[j])}
+        cluster = {kept[i].id: labels[j] for j, i in enumerate(pool)} if labels is not None else {}
+        info["foresight"] = [{"id": c.id, "logp": c.step_logprob, "pruned": c not in kept,
+                              "value": c.memo.get("value") if c in kept else None,
+                              "adv": advs[kept.index(c)] if c in kept else None,
+                              "cluster": cluster.get(c.id), "p": c.memo["p"]} for c in cands]
+        info["consensus"] = consensus
+
+
+@dataclass(frozen=True)
+class PhiSelect:
+    """φ-decoding's selection and in-depth pruning: the beams still open are drawn without
+    replacement from the candidates by their selection probability; a drawn candidate's value
+    becomes its beam's previous value. Once ``min_foresight`` rounds are done and the largest
+    cluster holds more than ``consensus`` of the candidates (or, with several beams, every beam
+    drew the same step), foresight stops and each beam continues alone to its answer. Over when
+    B beams have finished."""
+
+    specs = {"consensus": ParamSpec(float, 0.7, "in-depth pruning: stop foresight once the largest cluster holds "
+                                                 "more than this share of the candidates", lo=0.0, hi=1.0),
+             "min_foresight": ParamSpec(int, 4, "foresight rounds before in-depth pruning may stop it", lo=1)}
+
+    def settle(self, st: SearchState, ctx: Context, children: list[Node], rng: np.random.Generator,
+               info: dict[str, Any]) -> bool:
+        b = phi_shape(ctx)[0]
+        usable = [c for c in children if c.reason != "error"]
+        if any(c.memo.get("phi") == "plain" for c in children):
+            _keep(st, usable, info)
+            return False
+        pool = [c for c in children if c.memo.get("p", 0.0) > 0]
+        if not pool:  # nothing was valued (refused, failed or empty): the paths end as they are
+            _keep(st, [c for c in usable if c.finished], info)
+            return True
+        p = np.array([c.memo["p"] for c in pool])
+        drawn = rng.choice(len(pool), size=min(max(0, b - len(st.done)), len(pool)), replace=False, p=p / p.sum())
+        chosen = [pool[int(i)] for i in sorted(drawn)]
+        same = len(chosen) > 1 and len({c.steps[-1] for c in chosen}) == 1
+        stop = st.depth >= ctx.options["min_foresight"] and (chosen[0].memo.get("consensus", 0.0) >
+                                                            ctx.options["consensus"] or same) if chosen else False
+        for c in chosen:
+            c.memo = {**c.memo, "q": c.memo.get("value", 0.0), "phi": "plain" if stop else None,
+                      "rounds": c.memo.get("rounds", 0) + 1, **({"stopped_at": st.depth} if stop else {})}
+        info["selected"] = [c.id for c in chosen]
+        info["depth_pruned"] = stop
+        _keep(st, chosen, info)
+        return len(st.done) >= b
+
+    def report(self, st: SearchState, nodes: list[Node]) -> dict[str, Any]:
+        """Foresight rounds of the final beams, and the depth where in-depth pruning stopped them."""
+        return {"foresight_rounds": max((n.memo.get("rounds", 0) for n in nodes), default=0),
+                "foresight_stopped_at": next((n.memo["stopped_at"] for n in nodes if "stopped_at" in n.memo), None)}

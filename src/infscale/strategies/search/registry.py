@@ -9,7 +9,7 @@ from __future__ import annotations
 from .core import ParticleGibbs, SearchConfig, SearchStrategy
 from .policies import (Beams, BestNode, BestTrajectory, EachLive, Frontier, GumbelTopK, KeepAll, Mixed, PathPriority,
                        Potential, Rank, Rebase, Resample, SubtreeTop, TopK, WeightedVote)
-from .policies import Gated, MomentumGate
+from .policies import Foresight, Gated, MomentumGate, PhiBeams, PhiSelect
 
 __all__ = ["SEARCH_STRATEGIES"]
 
@@ -125,5 +125,23 @@ mur = SearchStrategy(
          "1 and n samples' tokens, the share of steps searched deciding (the exception to the 0.5x-2x band: "
          "spending only where the model is unsure is the algorithm)")
 
+phi_decoding = SearchStrategy(
+    "phi-decoding",
+    "φ-decoding: candidate steps valued by foresight rollouts (advantage + cluster alignment), pruned in width and depth",
+    SearchConfig(expand=PhiBeams(), weigh=Foresight(), select=PhiSelect(), finish=WeightedVote("logw")),
+    doc="φ-decoding, adaptive foresight sampling (Xu et al. 2025, 'φ-Decoding: Adaptive Foresight Sampling for "
+        "Balanced Inference-Time Exploration and Exploitation'). B beams of k candidate steps each; in-width "
+        "pruning drops candidates whose step log-prob is below mean - sigma * std; each kept candidate is valued "
+        "by a foresight rollout of `foresight` steps forked from its KV sequence: F = the rollout's mean token "
+        "log-prob, advantage A = F - the beam's previous F. Candidates with A > 0 are clustered (TF-IDF, k-means) "
+        "by their rollouts and B are drawn without replacement from the mean of softmax(A / tau) and softmax(cluster "
+        "share); in-depth pruning stops the foresight once the largest cluster holds more than `consensus` of the "
+        "candidates (after `min_foresight` rounds) and the beams finish alone. Answer: the vote of the B beams. "
+        "Weights: none (every beam counts once); no scorer is called.",
+    default_scorer=None,
+    cost="C = n // (1 + foresight) candidate steps per round (B = C // width beams of width), each kept one plus a "
+         "foresight of up to `foresight` steps: at most about n samples' tokens, less after pruning in width and "
+         "depth and where rollouts reach the answer")
+
 SEARCH_STRATEGIES = {s.name: s for s in [particle_filter, importance_sampling, smc, particle_gibbs, beam_search, dvts,
-                                         rebase, best_first, self_eval_beam, mur]}
+                                         rebase, best_first, self_eval_beam, mur, phi_decoding]}
