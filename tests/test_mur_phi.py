@@ -314,9 +314,14 @@ def test_phi_frees_every_handle_when_the_budget_stops_it(calls):
 @pytest.mark.slow
 def test_phi_decoding_on_the_engine_forks_its_foresight_answers_and_keeps_its_budget(engine):
     r = _real(engine, "phi-decoding")
-    assert r.answer is not None and r.info["foresight_rounds"] >= 1
+    print("phi-decoding on the engine:", r.answer, r.usage, r.info)
+    assert r.candidates and r.info["foresight_rounds"] >= 1
+    assert r.answer is not None
     assert _all_freed(engine)
     cap = r.usage.generated_tokens // 2
     capped = _real(engine, "phi-decoding", budget=Budget(generated_tokens=cap))
-    assert capped.usage.generated_tokens <= cap
+    print("capped at", cap, ":", capped.usage)
+    # the meter caps each request at what is left; requests of one batch (here 2 candidates, or
+    # their rollouts) may together overshoot by up to one batch (README, Budgets)
+    assert capped.usage.generated_tokens <= cap + 2 * 64 and capped.stopped_early
     assert _all_freed(engine)
