@@ -85,6 +85,9 @@ class Node:
     empty_merges: int = 0
     step_logprob: float = 0.0  # mean token log-prob of the latest step
     memo: dict[str, Any] = field(default_factory=dict)  # policies' per-path state (immutable values), inherited
+    up: Node | None = field(default=None, repr=False)  # the parent node itself (tree searches walk up)
+    visits: int = 0  # tree search: simulations backed up through this node
+    value: float = 0.0  # tree search: mean of the values backed up through it
 
     @property
     def mean_logprob(self) -> float:
@@ -117,13 +120,13 @@ class SearchState:
         """A new node continuing ``parent`` (not yet extended)."""
         return self.new_node(parent=parent.id, text=parent.text, steps=list(parent.steps), scores=list(parent.scores),
                              logw=parent.logw, priority=parent.priority, tokens=parent.tokens, logprob=parent.logprob,
-                             group=parent.group, memo=dict(parent.memo))
+                             group=parent.group, memo=dict(parent.memo), up=parent)
 
     def copy(self, p: Node) -> Node:
         """A resampled duplicate of ``p``: same tree position and sequence handle, new id."""
         return self.new_node(parent=p.parent, text=p.text, steps=list(p.steps), scores=list(p.scores), logw=p.logw,
                              priority=p.priority, finished=p.finished, reason=p.reason, tokens=p.tokens,
-                             logprob=p.logprob, handle=p.handle, group=p.group, memo=dict(p.memo))
+                             logprob=p.logprob, handle=p.handle, group=p.group, memo=dict(p.memo), up=p.up)
 
     def live(self) -> list[Node]:
         return [n for n in self.frontier if not n.finished]
@@ -268,6 +271,14 @@ class SearchStrategy(Strategy):
         dist, answers = self.config.finish.choose(nodes, cands, ctx.task)
         r = Result(strategy=self.name, answer=answers[0] if answers else None, answers=answers, distribution=dist,
                    candidates=cands, usage=ctx.usage, n=ctx.n, stopped_early=st.stopped_early)
+        chosen = getattr(self.config.finish, "chosen", None)  # finishes that pick one trajectory name it
+        pick = chosen(nodes, cands) if chosen is not None and nodes else None
+        if pick is not None:  # the chosen path, root first (the trace draws it)
+            path = []
+            while pick is not None:
+                path.append(pick.id)
+                pick = pick.up
+            r.info["path"] = path[::-1]
         if st.log_z is not None:  # weighted searches: the normalising-constant estimate, the final weights' ESS
             r.info["log_z"] = st.log_z
             r.info["ess"] = ess([n.logw for n in st.frontier])

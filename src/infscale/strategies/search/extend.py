@@ -34,7 +34,9 @@ _MERGES = 3  # empty steps merged into one child's step at most
 
 
 async def grow(st: SearchState, ctx: Context, plan: list[tuple[Node, int]]) -> list[Node]:
-    """One step for ``k`` new children of every planned ``(parent, k)``; returns the children."""
+    """One step for ``k`` new children of every planned ``(parent, k)``; returns the children.
+    The parents' sequences stay; the core frees those the select policy does not keep (a tree
+    search keeps a node it may expand again, forking the same kept sequence)."""
     children: list[Node] = []
     source = {}  # child id -> the parent's handle it forks from
     for parent, k in plan:

@@ -389,6 +389,11 @@ class BestTrajectory:
 
     specs = {}
 
+    def chosen(self, nodes: list[Node], cands: list[Candidate]) -> Node | None:
+        """The trajectory whose answer is chosen (the same rule as ``voting.choose("best")``)."""
+        scored = [(n, c) for n, c in zip(nodes, cands) if c.answer is not None and c.score is not None]
+        return max(scored, key=lambda p: (p[1].score, p[1].mean_logprob))[0] if scored else None
+
     def choose(self, nodes: list[Node], cands: list[Candidate], task: AnswerTask
                ) -> tuple[list[AnswerMass], list[str]]:
         classes = voting.fold(cands, [0.0] * len(cands), task)

@@ -7,6 +7,7 @@ generated tokens are about n times one solution's, i.e. n children per step of d
 from __future__ import annotations
 
 from .core import ParticleGibbs, SearchConfig, SearchStrategy
+from .tree import Backup, MostVisited, ThompsonExpand, TreeValue, UCTExpand
 from .policies import (Beams, BestNode, BestTrajectory, EachLive, Frontier, GumbelTopK, KeepAll, Mixed, PathPriority,
                        Potential, Rank, Rebase, Resample, SubtreeTop, TopK, WeightedVote)
 from .policies import Foresight, Gated, MomentumGate, PhiBeams, PhiSelect
@@ -143,5 +144,43 @@ phi_decoding = SearchStrategy(
          "foresight of up to `foresight` steps: at most about n samples' tokens, less after pruning in width and "
          "depth and where rollouts reach the answer")
 
+# -- tree search (issue 15): MCTS and AB-MCTS ------------------------------------------------------
+
+_TREE_COST = ("until the tree's generated tokens reach n x the mean length of its complete solutions (or it holds "
+              "n x max_steps nodes): about n samples' tokens")
+
+mcts = SearchStrategy(
+    "mcts",
+    "MCTS over steps: UCT selection, rollouts forking the kept sequences, answer of the most-visited path",
+    SearchConfig(expand=UCTExpand(), weigh=TreeValue(), select=Backup(width=True), finish=MostVisited()),
+    doc="Monte Carlo tree search over reasoning steps (UCT: Kocsis and Szepesvari 2006; for LLM reasoning e.g. "
+        "Hao et al. 2023, RAP). A simulation descends from the root by UCT (Q + c sqrt(ln N / N_child)) to a node "
+        "with fewer than `width` children, samples a new child step there (forking the node's kept KV sequence) "
+        "and rolls out from it to the end of the solution, one step per round and each step a tree node; the "
+        "value of the solution, the process scorer's probability for its path (exp of the `aggregate`d step "
+        "log-scores, min by default), is backed up to the root (visit counts, mean values). A solution reached "
+        "again by selection has its value backed up again. `parallel` simulations run together with virtual "
+        "loss. The answer is the solution at the end of the most-visited path (the robust-child rule at every "
+        "level: visit counts are steadier than mean values, which one lucky rollout can top); the distribution "
+        "weighs solutions by visits.",
+    cost=_TREE_COST)
+
+ab_mcts = SearchStrategy(
+    "ab-mcts",
+    "AB-MCTS: Thompson sampling at each node between a new child (wider) and an existing one (deeper)",
+    SearchConfig(expand=ThompsonExpand(), weigh=TreeValue(), select=Backup(), finish=BestTrajectory()),
+    doc="Adaptive-branching MCTS (Inoue et al. 2025, 'Wider or Deeper? Scaling LLM Inference-Time Compute with "
+        "Adaptive Branching Tree Search'), the node-aggregation variant AB-MCTS-A, over reasoning steps: MCTS "
+        "whose fixed width and UCT are replaced by Thompson sampling. A simulation descends from the root; each "
+        "node chooses between GEN, a new child step (wider; posterior over the scores of the solutions that "
+        "created its children), and CONT, an existing unfinished child (deeper; posterior over the scores of the "
+        "later solutions found below its children), the child again by Thompson sampling over the solutions "
+        "below it. The node where GEN wins gets a new child (forking its kept KV sequence) and a rollout from it "
+        "runs to the end of the solution, each step a tree node, so every simulation yields a complete, scored "
+        "solution — the paper's unit (there, a node is a whole answer and going deeper refines it). Scores are "
+        "the process scorer's probability for the solution (exp of the `aggregate`d step log-scores); the "
+        "posterior is Beta (Jeffreys prior) or Gaussian. The answer is the best-scored solution, as in the paper.",
+    cost=_TREE_COST)
+
 SEARCH_STRATEGIES = {s.name: s for s in [particle_filter, importance_sampling, smc, particle_gibbs, beam_search, dvts,
-                                         rebase, best_first, self_eval_beam, mur, phi_decoding]}
+                                         rebase, best_first, self_eval_beam, mur, phi_decoding, mcts, ab_mcts]}
