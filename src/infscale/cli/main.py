@@ -196,7 +196,8 @@ def _ask(args) -> int:
         d = result.to_dict()
         write_trace(args.trace, {"strategy": strat.name, "n": args.n, "question": args.question, "seed": args.seed,
                                  "options": options}, result.trace,
-                    {"answer": d["answer"], "distribution": d["distribution"], "usage": d["usage"]})
+                    {"answer": d["answer"], "distribution": d["distribution"], "usage": d["usage"],
+                     "path": result.info.get("path")})
         _progress(f"trace written to {args.trace} (show it with: infscale trace show {args.trace})")
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))

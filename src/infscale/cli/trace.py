@@ -2,7 +2,11 @@
 
 A trace is JSON lines: a ``run`` header, one ``step`` record per search step (the nodes it
 created with their parent, step text, tokens, score, log-weight and finish reason, plus the
-resampling decisions: ancestors, copies, ESS, allocations, kept beams), and a ``result`` line.
+resampling decisions: ancestors, copies, ESS, allocations, kept beams; tree searches add the
+nodes they expanded, the visit counts and mean values their backups changed (``tree``:
+``[id, visits, value]``), solutions re-evaluated (``revisits``) and AB-MCTS's wider/deeper
+draws (``decisions``)), and a ``result`` line (answer, distribution, usage, and ``path``: the
+chosen trajectory's node ids, root first, for strategies that choose one trajectory).
 """
 
 from __future__ import annotations
@@ -72,8 +76,11 @@ def render_tree(records: list[dict[str, Any]], width: int = 60) -> str:
     children: dict[Any, list[int]] = {}
     alias: dict[int, int] = {}
     roots: list[int] = []
+    stats: dict[int, tuple[int, float]] = {}  # tree search: the latest visits and value of each node
     for s in steps:
         roots += [r for r in s.get("roots", []) if r not in roots]
+        for nid, visits, value in s.get("tree", []):
+            stats[nid] = (visits, value)
         for copy, orig in s.get("copies", []):
             alias[copy] = orig
         for n in s.get("nodes", []):
@@ -82,6 +89,7 @@ def render_tree(records: list[dict[str, Any]], width: int = 60) -> str:
             while parent in alias:
                 parent = alias[parent]
             children.setdefault(parent, []).append(n["id"])
+    chosen = set(result.get("path") or [])
     lines = []
     if header:
         lines.append(f"{header.get('strategy', '?')} n={header.get('n', '?')}: {header.get('question', '')}")
@@ -93,14 +101,17 @@ def render_tree(records: list[dict[str, Any]], width: int = 60) -> str:
         if len(text) > width:
             text = text[: width - 1] + "…"
         mark = f" [{n['reason']}]" if n.get("finished") else ""
-        lines.append(f"{prefix}{'└─' if last else '├─'} #{nid} {text!r} score={_num(n.get('score'))} "
-                     f"logw={_num(n.get('logw'))} tok={n.get('tokens', 0)}{mark}")
+        tree = f" visits={stats[nid][0]} value={_num(stats[nid][1], '{:.3f}')}" if nid in stats else ""
+        star = "★ " if nid in chosen else ""
+        lines.append(f"{prefix}{'└─' if last else '├─'} {star}#{nid} {text!r} score={_num(n.get('score'))} "
+                     f"logw={_num(n.get('logw'))} tok={n.get('tokens', 0)}{tree}{mark}")
         kids = children.get(nid, [])
         for i, k in enumerate(kids):
             show(k, prefix + ("   " if last else "│  "), i == len(kids) - 1)
 
     for r in roots or [None]:
-        lines.append(f"root #{r}" if r is not None else "root")
+        root_stats = f" visits={stats[r][0]} value={_num(stats[r][1], '{:.3f}')}" if r in stats else ""
+        lines.append((f"root #{r}" if r is not None else "root") + root_stats)
         kids = children.get(r, [])
         for i, k in enumerate(kids):
             show(k, "", i == len(kids) - 1)
@@ -116,7 +127,16 @@ def render_tree(records: list[dict[str, Any]], width: int = 60) -> str:
             parts.append(f"kept {s['kept']}")
         if "reference" in s:
             parts.append(f"reference #{s['reference']}")
+        if s.get("expanded"):
+            parts.append(f"expanded {s['expanded']}")
+        if s.get("revisits"):
+            parts.append(f"re-evaluated {s['revisits']}")
+        if s.get("decisions"):
+            wider = sum(d.get("choice") == "wider" for d in s["decisions"])
+            parts.append(f"wider {wider}, deeper {len(s['decisions']) - wider}")
         lines.append("  ".join(parts))
+    if chosen:
+        lines.append(f"chosen path (★): {' → '.join(f'#{i}' for i in result['path'])}")
     if result:
         lines.append(f"answer: {result.get('answer')}  usage: {result.get('usage')}")
     return "\n".join(lines)
