@@ -47,8 +47,8 @@ VALUE = {"a": math.log(0.9), "b": math.log(0.5)}  # the answer lines score log 1
 
 
 def test_mcts_visits_and_uct_choices_match_the_hand_computation():
-    """width=2, c=1, one simulation at a time, n=3 (a solution is 3 tokens: the search stops once
-    9 tokens are generated). By hand (Q + sqrt(ln N / n), ties to the older child):
+    """width=2, c=1, one simulation at a time, n=4: at most 4 solutions (and 4 x 3 = 12 tokens: a
+    solution is 3 tokens). By hand (Q + sqrt(ln N / n), ties to the older child):
 
     sim 1: root has no child -> #1 'a', rollout #2 'Answer: a' (0.9)          tokens 3
     sim 2: root has one child -> #3 'b', rollout #4 'Answer: b' (0.5)         tokens 6
@@ -57,10 +57,10 @@ def test_mcts_visits_and_uct_choices_match_the_hand_computation():
     sim 4: UCT #1 = .9 + sqrt(ln 3 / 2) = 1.641 > #3 = .5 + sqrt(ln 3) = 1.548; #1 full, its
            children tie (1.733) -> the older, #2, a solution: re-evaluated (0.9, no tokens)
     sim 5: UCT #1 = .9 + sqrt(ln 4 / 3) = 1.580 < #3 = .5 + sqrt(ln 4) = 1.677; #3 has one child
-           -> #6 'Answer: b' (0.5)                                            tokens 10 >= 9: over
+           -> #6 'Answer: b' (0.5)                      tokens 10; the 4th solution: over
     """
     gen = scripted(TWO)
-    r = run(gen, "mcts", 3, lambda before, step: VALUE.get(step, 0.0), width=2, c=1.0, parallel=1)
+    r = run(gen, "mcts", 4, lambda before, step: VALUE.get(step, 0.0), width=2, c=1.0, parallel=1)
     expanded = [t.get("expanded") for t in r.trace]
     assert expanded == [[0], [], [0], [], [1], [3]]
     assert r.trace[5]["revisits"] == [2]
@@ -91,14 +91,14 @@ def test_mcts_forks_the_kept_sequences_instead_of_re_reading():
         return await original(requests)
 
     gen.generate = spy
-    run(gen, "mcts", 3, lambda before, step: VALUE.get(step, 0.0), width=2, c=1.0, parallel=1)
+    run(gen, "mcts", 4, lambda before, step: VALUE.get(step, 0.0), width=2, c=1.0, parallel=1)
     # only the root's children read the prompt; #1's second child and every rollout step forked
     assert len(prefilled) == 2 and all(r.prefix == "" for r in prefilled)
 
 
 def test_mcts_with_no_kept_sequences_re_reads_and_still_frees_everything():
     gen = scripted(TWO)
-    r = run(gen, "mcts", 3, lambda before, step: VALUE.get(step, 0.0), width=2, c=1.0, parallel=1, max_kept=0)
+    r = run(gen, "mcts", 4, lambda before, step: VALUE.get(step, 0.0), width=2, c=1.0, parallel=1, max_kept=0)
     assert r.answer == "a" and gen.held == set()
 
 
@@ -119,7 +119,7 @@ def test_mcts_prefers_the_better_subtree_on_a_random_model():
         return math.log(0.9) if first == "g" else math.log(0.1)
 
     for seed in range(3):
-        r = run(FakeStepModel(next_steps), "mcts", 16, g, seed=seed, width=3)
+        r = run(FakeStepModel(next_steps), "mcts", 32, g, seed=seed, width=3)
         visits = {}
         nodes = {}
         for t in r.trace:
@@ -252,7 +252,7 @@ def test_trace_show_draws_the_tree_with_visits_values_and_the_chosen_path(strate
     gen = scripted(TWO) if strategy == "mcts" else FakeStepModel(
         lambda steps: {"a": 0.5, "b": 0.5} if not steps else {f"Answer: {steps[0]}": 1.0})
     options = {"width": 2, "c": 1.0} if strategy == "mcts" else {}
-    r = run(gen, strategy, 3, lambda before, step: VALUE.get(step, 0.0), parallel=1, **options)
+    r = run(gen, strategy, 4, lambda before, step: VALUE.get(step, 0.0), parallel=1, **options)
     path = tmp_path / "t.jsonl"
     write_trace(path, {"strategy": strategy, "n": 3, "question": "q"}, r.trace,
                 {"answer": r.answer, "usage": r.usage.to_dict(), "path": r.info["path"]})

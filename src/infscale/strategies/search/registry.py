@@ -146,8 +146,9 @@ phi_decoding = SearchStrategy(
 
 # -- tree search (issue 15): MCTS and AB-MCTS ------------------------------------------------------
 
-_TREE_COST = ("until the tree's generated tokens reach n x the mean length of its complete solutions (or it holds "
-              "n x max_steps nodes): about n samples' tokens")
+_TREE_COST = ("n simulations, each one solution forked from the tree, stopping early once the tree has generated n "
+              "times the mean length of its solutions (or holds n x max_steps nodes): at most about n samples' tokens, "
+              "usually less (prefixes are shared)")
 
 mcts = SearchStrategy(
     "mcts",

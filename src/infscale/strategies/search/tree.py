@@ -7,9 +7,11 @@ every finished one among the solutions; a node's parent is ``node.up``, its tree
 scorer's probability for its path (``priority`` aggregates the step log-scores, ``min`` by
 default, so one wrong step caps the path; see :class:`TreeValue`).
 
-Compute (what ``--n`` buys): a tree has spent its budget once the tokens generated in it reach n
-times the mean length of its complete solutions — about the tokens of n independent samples —
-or once it holds n * max_steps nodes (n samples cannot have more steps), whichever comes first.
+Compute (what ``--n`` buys): n simulations, each ending in one solution, and no more than the
+tokens of n independent samples: the tree stops starting simulations once it has n solutions
+(counting those in flight), once the tokens generated in it reach n times the mean length of its
+complete solutions, or once it holds n * max_steps nodes. Simulations that start inside the tree
+reuse their prefix, so a tree usually spends less than n samples.
 
 Kept sequences: a tree keeps at most ``max_kept`` sequences besides its in-flight rollouts; the
 rest are freed (least promising first) and re-read from their text if expanded again.
@@ -66,7 +68,7 @@ def _tree(st: SearchState) -> tuple[Node | None, list[Node], dict[int, list[Node
 def _spent(st: SearchState, ctx: Context, nodes: list[Node]) -> bool:
     """True once the tree has used the compute of n samples (see the module docstring)."""
     grown = [n for n in nodes if n.up is not None]
-    if len(grown) >= ctx.n * ctx.options["max_steps"]:
+    if len(grown) >= ctx.n * ctx.options["max_steps"] or sum(n.finished for n in grown) >= ctx.n:
         return True
     complete = [n.tokens for n in nodes if n.finished and n.reason in _COMPLETE]
     if not complete:
@@ -78,6 +80,13 @@ def _spent(st: SearchState, ctx: Context, nodes: list[Node]) -> bool:
 def _parallel(ctx: Context) -> int:
     """Simulations in flight at once: ``parallel``, at most n (n = 1 is one sample's compute)."""
     return max(1, min(ctx.options["parallel"], ctx.n))
+
+
+def _room(ctx: Context, nodes: list[Node], tips: list[Node]) -> int:
+    """New simulations this round: free slots of ``parallel``, and never more solutions than n
+    (each simulation ends in exactly one finished node)."""
+    finished = sum(n.finished for n in nodes if n.up is not None)
+    return max(0, min(_parallel(ctx) - len(tips), ctx.n - finished - len(tips)))
 
 
 def _ancestry(n: Node) -> list[Node]:
@@ -169,7 +178,7 @@ class UCTExpand:
                 virtual[a.id] = virtual.get(a.id, 0) + 1
         touched: dict[int, Node] = {}
         revisits, expanded = [], []
-        free = _parallel(ctx) - len(tips)
+        free = _room(ctx, nodes, tips)
         attempts = 0
         while free > 0 and attempts < 64 * _parallel(ctx):
             attempts += 1
@@ -362,7 +371,7 @@ class ThompsonExpand:
             return [tuple(p) for p in plan.values()]
         rng = make_rng(ctx.seed, ctx.problem.id, "ab-mcts", st.depth)
         decisions, expanded = [], []
-        for _ in range(_parallel(ctx) - len(tips)):
+        for _ in range(_room(ctx, nodes, tips)):
             v = root
             while True:
                 nxt, d = ab_choice(v, kids, ctx.options["prior"], rng)
