@@ -56,9 +56,13 @@ class OpenAIGenerator(Generator):
     ``base_url``: e.g. ``http://127.0.0.1:8080/v1`` (``/v1`` is added when missing).
     ``model``: the model name to send; ``None`` takes the first id listed by ``GET /v1/models``.
     ``api_key``: sent as ``Authorization: Bearer ...`` when given.
-    ``timeout``: seconds per HTTP request. ``max_retries``: retries of a retryable fault
-    (connection errors, timeouts, 408/409/429/5xx) with exponential backoff from
-    ``backoff_base`` seconds, capped at ``backoff_cap`` (Retry-After honoured up to the cap).
+    ``connect_timeout``, ``read_timeout`` (``timeout`` is its older name), ``max_retries``,
+    ``retry_seconds``: :class:`~infscale.backends.http.HttpSettings` (``None``: the environment's
+    ``INFSCALE_CONNECT_TIMEOUT``, ``INFSCALE_READ_TIMEOUT``, ``INFSCALE_MAX_RETRIES``,
+    ``INFSCALE_RETRY_SECONDS``, else 10 s, 60 s, 3 retries, 120 s in all). A retryable fault
+    (connection errors, timeouts, 408/409/429/5xx, a cut or empty 200) is retried with
+    exponential backoff from ``backoff_base`` seconds, capped at ``backoff_cap`` (Retry-After
+    honoured up to the cap), within ``retry_seconds`` per request.
     ``max_concurrency``: requests in flight at once.
     ``mode``: ``"auto"`` probes the server on first use; ``"full"`` skips the probe and trusts
     the server to honour everything (n, max_completion_tokens, logprobs, continue_final_message,
@@ -75,23 +79,27 @@ class OpenAIGenerator(Generator):
         model: str | None = None,
         api_key: str | None = None,
         *,
-        timeout: float = 120,
-        max_retries: int = 3,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         max_concurrency: int = 16,
         mode: str = "auto",
         backoff_base: float = 0.5,
         backoff_cap: float = 8.0,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        retry_seconds: float | None = None,
     ):
         if mode not in _MODES:
             raise ConfigError("mode", f"got {mode!r}", ", ".join(_MODES))
         self.transport = HttpTransport(api_key=api_key, timeout=timeout, max_retries=max_retries,
                                        max_concurrency=max_concurrency, backoff_base=backoff_base,
-                                       backoff_cap=backoff_cap, spare_connections=2)
+                                       backoff_cap=backoff_cap, spare_connections=2, connect_timeout=connect_timeout,
+                                       read_timeout=read_timeout, retry_seconds=retry_seconds)
         self.base_url = normalise_base_url(base_url)
         self.model = model
         self.api_key = api_key
-        self.timeout = float(timeout)
-        self.max_retries = max_retries
+        self.timeout = self.transport.timeout
+        self.max_retries = self.transport.max_retries
         self.max_concurrency = max_concurrency
         self.mode = mode
         self.backoff_base = float(backoff_base)
