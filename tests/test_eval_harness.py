@@ -534,9 +534,8 @@ def test_retryable_backend_errors_are_retried_and_fatal_ones_surface():
         assert st.counts(rid) == st.counts(ref)
         assert [r["correct"] for r in st.get_results(rid)] == [r["correct"] for r in st.get_results(ref)]
         bad = new_run(st, EvalConfig(**cfg.to_dict()))
-        with pytest.raises(BaseExceptionGroup) as e:
+        with pytest.raises(BackendError, match="KV cache full"):  # one error, not the task group's group
             run(st, bad, Flaky(noisy_reply(0.5), 7, retryable=False))
-        assert e.group_contains(BackendError)
         assert st.get_run(bad)["status"] == "failed"
 
 

@@ -21,11 +21,13 @@ __all__ = ["ask", "load_generator"]
 def load_generator(model: str | None = None, *, backend_url: str | None = None, api_key: str | None = None,
                    **engine_options: Any) -> Generator:
     """The embedded engine for ``model`` (a registered name or a .gguf path; default
-    ``smollm2-135m``), or an OpenAI-compatible server's generator when ``backend_url`` is given."""
+    ``smollm2-135m``), or an OpenAI-compatible server's generator when ``backend_url`` is given
+    (``engine_options`` then are its connection settings: ``connect_timeout``, ``read_timeout``,
+    ``max_retries``, ``retry_seconds``, ...)."""
     if backend_url is not None:
         from .backends.openai_http import OpenAIGenerator  # noqa: PLC0415
 
-        return OpenAIGenerator(backend_url, model=model, api_key=api_key)
+        return OpenAIGenerator(backend_url, model=model, api_key=api_key, **engine_options)
     from .backends.loading import load_embedded  # noqa: PLC0415
 
     return load_embedded(model, **engine_options)

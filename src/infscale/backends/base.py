@@ -57,6 +57,9 @@ async def as_finished(futures: list[asyncio.Future], on_finish: OnFinish | None 
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for f in done:  # retrieve every failure, not only the one raised ("never retrieved" noise)
+                if not f.cancelled():
+                    f.exception()
             ready = [(index[f], f.result()) for f in sorted(done, key=index.__getitem__)]
             if on_finish is not None:
                 for i, c in ready:

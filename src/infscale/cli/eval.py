@@ -10,15 +10,25 @@
 ``run: RUN_ID`` goes to stderr as soon as the run exists, then a progress bar. At the end the
 terminal table is printed (``--json``: one object with ``run_id`` and ``results``) and the HTML
 report is written under ``INFSCALE_HOME/reports``.
+
+A run that stops early says so in one line with the command that continues it, and exits with
+2 (the caller's mistake, e.g. a code problem without tests), 3 (the backend failed: a 400, a
+503 past the retries, a cut answer past the retries, an unknown model), 1 (the run database
+could not be written, e.g. the disk is full), 130 (Ctrl-C) or 143 (SIGTERM); the run is stored
+as ``failed`` or ``interrupted`` and ``--resume`` continues it without redoing stored work.
+``--resume RUN_ID --backend-url URL`` continues a run against a server at a new address (the
+same model served elsewhere; this session only). Two processes cannot run one run at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sqlite3
 import sys
 
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError, InfscaleError
 
 __all__ = ["register", "run"]
 
@@ -58,13 +68,16 @@ def register(sub) -> None:
                    help="embedded engine: draw one sample at a time, so each is reproducible from its stored "
                         "seed whatever ran beside it (about 2x slower)")
     p.add_argument("--resume", default=None, metavar="RUN_ID",
-                   help="continue a stored run with its stored configuration (other grid options are ignored)")
+                   help="continue a stored run with its stored configuration (other grid options are ignored; "
+                        "--backend-url points a run made with a server at the server's new address)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-html", action="store_true", help="do not write the HTML report at the end")
     p.add_argument("--json", action="store_true", help="print one JSON object with run_id and results")
+    from ._http import add_http_arguments  # noqa: PLC0415
     from ._runs import add_db_argument  # noqa: PLC0415
 
     add_db_argument(p)
+    add_http_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -83,17 +96,78 @@ def _config(args):
     return cfg
 
 
-def _generator(config, threads=None):
+def _generator(config, threads=None, http=None):
     from ..api import load_generator  # noqa: PLC0415
 
     options = {"reproducible": True} if config.reproducible else {}
     if threads is not None and config.backend_url is None:
         options["n_threads"] = threads
+    if config.backend_url is not None:
+        options.update(http or {})
     return load_generator(config.model, backend_url=config.backend_url, **options)
 
 
+def _resumed_config(stored, args):
+    """The stored configuration of ``--resume``, pointed at ``--backend-url`` when one is given."""
+    from ..evaluation.harness import EvalConfig  # noqa: PLC0415
+
+    config = EvalConfig.from_dict(stored["config"])
+    config.validate()
+    if args.backend_url is not None:
+        if config.backend_url is None:
+            raise ConfigError("--backend-url", f"run {stored['run_id']} was made with the embedded engine "
+                              f"({config.model or 'smollm2-135m'}); a server cannot continue it",
+                              "--resume RUN_ID without --backend-url")
+        if args.backend_url != config.backend_url:
+            print(f"infscale: continuing run {stored['run_id']} at {args.backend_url} (it was made at "
+                  f"{config.backend_url}; it must serve the same model)", file=sys.stderr)
+            config.backend_url = args.backend_url
+    return config
+
+
+async def _run_eval(store, run_id, generator, progress, concurrency, signals):
+    """``run_eval`` with SIGTERM treated as Ctrl-C: the run is cancelled and stored as
+    interrupted (``signals`` records that it came)."""
+    from ..evaluation.harness import run_eval  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_term() -> None:
+        signals.append(signal.SIGTERM)
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_term)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or no signals
+        pass
+    try:
+        return await run_eval(store, run_id, generator, on_progress=progress, concurrency=concurrency)
+    finally:
+        try:
+            loop.remove_signal_handler(signal.SIGTERM)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+
+
+def _stopped(kind: str, error: BaseException, run_id: str) -> None:
+    print(f"infscale: {kind}: {error}; run {run_id} is stored, continue it with: infscale eval --resume {run_id}",
+          file=sys.stderr)
+
+
 def run(args) -> int:
-    from ..evaluation.harness import EvalConfig, run_eval, start_run  # noqa: PLC0415
+    from ..evaluation.store import default_db_path, store_error  # noqa: PLC0415
+
+    try:
+        return _run(args)
+    except sqlite3.Error as e:  # creating the run or reading it back: one line (e.g. the disk is full)
+        raise store_error(args.db or default_db_path(), e) from e
+
+
+def _run(args) -> int:
+    from ..evaluation.harness import start_run, unwrap_error  # noqa: PLC0415
+    from ..evaluation.store import StoreError  # noqa: PLC0415
+    from ._http import http_options  # noqa: PLC0415
     from ._runs import ProgressBar, open_store, results_json, summarize_run, write_reports  # noqa: PLC0415
 
     if args.concurrency is not None and args.concurrency < 1:
@@ -106,14 +180,17 @@ def run(args) -> int:
         from ._paths import check_run_id  # noqa: PLC0415
 
         check_run_id(args.resume)
+    http = http_options(args)
     store = open_store(args, create=True)
     try:
         if args.resume:
             stored = store.get_run(args.resume)
-            config = EvalConfig.from_dict(stored["config"])
-            config.validate()
+            config = _resumed_config(stored, args)
             run_id = args.resume
-            generator = _generator(config, args.threads)
+            if not store.get_problems(run_id):  # its creation failed part way: there is nothing to continue
+                raise ConfigError("--resume", f"run {run_id} holds no problems (it failed while it was being "
+                                  "created)", "start a new run with --dataset")
+            generator = _generator(config, args.threads, http)
         else:
             if not args.dataset:
                 raise ConfigError("dataset", "missing", "--dataset NAME|FILE.jsonl, or --resume RUN_ID")
@@ -123,7 +200,7 @@ def run(args) -> int:
             problems = load_dataset(config.dataset, limit=config.limit, task=config.task,
                                     question_field=config.question_field, answer_field=config.answer_field,
                                     choices_field=config.choices_field)
-            generator = _generator(config, args.threads)
+            generator = _generator(config, args.threads, http)
             run_id = start_run(store, config, problems, chat=generator.capabilities.chat_template)
         print(f"run: {run_id}", file=sys.stderr, flush=True)
         bar = ProgressBar(enabled=not args.no_progress)
@@ -136,12 +213,30 @@ def run(args) -> int:
         concurrency = args.concurrency
         if concurrency is None and hasattr(generator, "best_concurrency"):
             concurrency = generator.best_concurrency(max(config.budgets))
+        signals: list = []
         try:
-            counts = asyncio.run(run_eval(store, run_id, generator, on_progress=progress, concurrency=concurrency))
-        except KeyboardInterrupt:
+            counts = asyncio.run(_run_eval(store, run_id, generator, progress, concurrency, signals))
+        except (KeyboardInterrupt, asyncio.CancelledError):
             bar.close()
-            print(f"infscale: interrupted; continue with: infscale eval --resume {run_id}", file=sys.stderr)
-            return 130
+            how = "terminated (SIGTERM)" if signals else "interrupted"
+            print(f"infscale: {how}; continue with: infscale eval --resume {run_id}", file=sys.stderr)
+            return 143 if signals else 130
+        except BaseException as e:  # noqa: BLE001 - one line naming what failed, never a group's traceback
+            bar.close()
+            error = unwrap_error(e, store)
+            if isinstance(error, ConfigError):
+                _stopped("error", error, run_id)
+                return 2
+            if isinstance(error, BackendError):
+                _stopped("backend error", error, run_id)
+                return 3
+            if isinstance(error, (StoreError, InfscaleError)):
+                _stopped("error", error, run_id)
+                return 1
+            if isinstance(error, KeyboardInterrupt):
+                print(f"infscale: interrupted; continue with: infscale eval --resume {run_id}", file=sys.stderr)
+                return 130
+            raise
         bar.close()
         if args.no_html:
             summary, results = summarize_run(store, run_id)

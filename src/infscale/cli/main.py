@@ -2,6 +2,11 @@
 
 Errors the user can cause print one line (``infscale: error: PARAM: what was wrong (accepted:
 ...)``) and exit with code 2, never a traceback. Progress goes to stderr; results to stdout.
+
+Exit codes: 0 done; 2 the caller's mistake (a ConfigError); 3 the model backend failed (a
+BackendError: a refused request, a server still failing after its retries); 1 any other
+infscale error (e.g. the run database cannot be written); 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM, ``eval``).
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--trace", default=None, metavar="FILE.jsonl",
                    help="write every search step (nodes, scores, weights, resampling) as JSON lines")
+    from ._http import add_http_arguments  # noqa: PLC0415
+
+    add_http_arguments(a)
 
     m = sub.add_parser("models", help="list embedded models, or install one")
     m.add_argument("action", nargs="?", default="list", choices=["list", "install"])
@@ -121,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BackendError as e:
         print(f"infscale: backend error: {e}", file=sys.stderr)
-        return 1
+        return 3
     except InfscaleError as e:
         print(f"infscale: error: {e}", file=sys.stderr)
         return 1
@@ -173,7 +181,9 @@ def _ask(args) -> int:
         model = args.model or "smollm2-135m"
         load_policy(options.get("policy") or None, Path(model).stem if model.endswith(".gguf") else model)
 
-    engine_options = {}
+    from ._http import http_options  # noqa: PLC0415
+
+    engine_options = http_options(args)
     if args.threads is not None and args.backend_url is None:
         from ..backends.llamacpp import threads_setting  # noqa: PLC0415
 

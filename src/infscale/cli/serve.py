@@ -46,6 +46,9 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.7, help="temperature when a request gives none")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="seconds in-flight requests may finish after SIGTERM/Ctrl-C before they are cancelled")
+    from ._http import add_http_arguments  # noqa: PLC0415
+
+    add_http_arguments(p)
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(handler=run)
 
@@ -97,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host) and not args.api_key:
         print(f"infscale: warning: serving on {args.host} without --api-key: anyone who can reach it can use it",
               file=sys.stderr)
+    from ._http import http_options  # noqa: PLC0415
+
     loaded = {}
-    engine_options = {}
+    engine_options = http_options(args)
     max_concurrency = args.max_concurrency
     if args.backend_url is None:
         from ..backends.llamacpp import best_concurrency, threads_setting  # noqa: PLC0415

@@ -49,6 +49,7 @@ import itertools
 import json
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import aclosing
@@ -56,8 +57,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..tasks import AnswerClasses, AnswerTask, get_task
+from ..tasks.code import problem_tests
 from ..backends.base import Generator
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, InfscaleError
 from ..params import Budget, SamplingParams
 from ..rng import make_rng
 from ..scorers import SCORERS, Scorer, get_scorer
@@ -69,7 +71,7 @@ from ..strategies.runner import run as run_strategy
 from ..strategies.sample import SampleStrategy, select_from
 from ..tasks.prompts import build_request
 from ..types import Candidate, Problem
-from .store import Store
+from .store import Store, store_error
 
 __all__ = [
     "StrategySpec",
@@ -79,6 +81,7 @@ __all__ = [
     "is_pooled",
     "start_run",
     "run_eval",
+    "unwrap_error",
     "subsample_indices",
     "metrics_inputs",
     "Progress",
@@ -269,6 +272,9 @@ def start_run(store: Store, config: EvalConfig, problems: list[Problem], *, chat
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ConfigError("dataset", "problem ids are not unique", "unique ids")
+    for p in problems:  # a code problem is graded by its tests: none is a mistake, found before any call
+        if p.task == "code":
+            problem_tests(p)
     run_id = store.create_run(config.to_dict(), run_id)
     params = config.sampling_params()
     rows = []
@@ -438,7 +444,8 @@ class _Harness:
                         break
                     except BackendError as e:  # e.g. the KV cache was full: what is stored stays
                         if not e.retryable or attempt == RETRIES:
-                            raise
+                            raise BackendError(f"problem {problem.id} (seed {seed}): {e}", retryable=e.retryable,
+                                               status=e.status) from e
                         log.warning("problem %s seed %d: %s; retrying", problem.id, seed, e)
                         await asyncio.sleep(0.5 * 2**attempt)
             self.items_done += 1
@@ -652,6 +659,14 @@ async def run_eval(store: Store, run_id: str, generator: Generator, *,
     ``concurrency`` overrides the stored number of problems in flight (it changes no result).
     The run's status becomes ``done``, or ``interrupted``/``failed`` if it stops early. Returns
     the run's row counts.
+
+    Errors come out as one error, never an ``ExceptionGroup``: the first item that fails stops
+    the others (what they stored stays stored) and its error is raised — a
+    :class:`~infscale.errors.ConfigError` (the caller's fault), a
+    :class:`~infscale.errors.BackendError` naming the problem and seed whose call failed, a
+    :class:`~.store.StoreError` when the database cannot be written (a full disk), or
+    ``KeyboardInterrupt`` when the run was interrupted (cancelled, Ctrl-C, SIGTERM). A run
+    another process is running is refused (:meth:`Store.lock_run`).
     """
     scorers = scorers or {}
     run = store.get_run(run_id)
@@ -660,26 +675,56 @@ async def run_eval(store: Store, run_id: str, generator: Generator, *,
     if concurrency is not None:
         config.concurrency = concurrency
     problems = [_problem_from_row(r) for r in store.get_problems(run_id)]
-    h = _Harness(store, run_id, config, specs, problems, generator, scorers=scorers, on_progress=on_progress)
-    status = "failed"
-    try:
-        await h.run()
-        status = "done"
-        if h.allocations:  # --total-tokens: what auto's allocation gave each problem
-            from ..home import subdir  # noqa: PLC0415
+    if not problems:
+        raise ConfigError("run", f"run {run_id} holds no problems (it failed while it was being created)",
+                          "start a new run with eval --dataset")
+    with store.lock_run(run_id):
+        h = _Harness(store, run_id, config, specs, problems, generator, scorers=scorers, on_progress=on_progress)
+        status = "failed"
+        try:
+            await h.run()
+            status = "done"
+            if h.allocations:  # --total-tokens: what auto's allocation gave each problem
+                from ..home import subdir  # noqa: PLC0415
 
-            (subdir("reports") / f"{run_id}-allocation.json").write_text(json.dumps(h.allocations, indent=1))
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        status = "interrupted"
-        raise
-    except BaseException as e:
-        # a TaskGroup wraps what its tasks raised; an interrupt inside stays an interrupt
-        if isinstance(e, BaseExceptionGroup) and e.subgroup((KeyboardInterrupt, asyncio.CancelledError)) is not None:
+                (subdir("reports") / f"{run_id}-allocation.json").write_text(json.dumps(h.allocations, indent=1))
+        except (asyncio.CancelledError, KeyboardInterrupt):
             status = "interrupted"
-        raise
-    finally:
-        store.set_status(run_id, status, add_seconds=time.monotonic() - h.started)
+            raise
+        except BaseException as e:  # noqa: BLE001 - one project error out of the task group's
+            error = unwrap_error(e, store)
+            if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+                status = "interrupted"
+            if error is e:
+                raise
+            raise error from e
+        finally:
+            try:
+                store.set_status(run_id, status, add_seconds=time.monotonic() - h.started)
+            except (sqlite3.Error, OSError) as e:  # the disk is full: the error that got here says so
+                log.warning("could not record run %s as %s: %s", run_id, status, e)
     return store.counts(run_id)
+
+
+def _leaves(e: BaseException) -> list[BaseException]:
+    if isinstance(e, BaseExceptionGroup):
+        return [leaf for sub in e.exceptions for leaf in _leaves(sub)]
+    return [e]
+
+
+def unwrap_error(e: BaseException, store: Store | None = None) -> BaseException:
+    """The one error to report for ``e`` (a task group's group, or a plain error): an
+    interrupt first, then the caller's fault (ConfigError), a backend fault, another
+    infscale error, a database fault (as a :class:`StoreError`), else the first error as it is."""
+    leaves = _leaves(e)
+    for kinds in ((KeyboardInterrupt, asyncio.CancelledError), (ConfigError,), (BackendError,), (InfscaleError,)):
+        for leaf in leaves:
+            if isinstance(leaf, kinds):
+                return KeyboardInterrupt() if isinstance(leaf, asyncio.CancelledError) else leaf
+    for leaf in leaves:
+        if isinstance(leaf, (sqlite3.Error, OSError)) and not isinstance(leaf, ConnectionError):
+            return store_error(store.path if store is not None else "(unknown)", leaf)
+    return leaves[0]
 
 
 def metrics_inputs(store: Store, run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:

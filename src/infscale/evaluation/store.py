@@ -22,19 +22,37 @@ already there is a no-op: a resumed run can replay its work and never duplicates
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import math
+import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InfscaleError
 from ..home import subdir
 
-__all__ = ["Store", "default_db_path", "new_run_id"]
+__all__ = ["Store", "StoreError", "default_db_path", "new_run_id"]
+
+
+class StoreError(InfscaleError):
+    """The run database could not be written or read (disk full, read-only, corrupt). What
+    was stored before stays stored; the run can be resumed once the cause is fixed."""
+
+
+def store_error(path: Path, e: BaseException) -> StoreError:
+    """A one-line :class:`StoreError` for an sqlite3 or OS error on the database at ``path``."""
+    detail = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        detail = "the disk is full"
+    return StoreError(f"the run database {path}: {detail}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -288,6 +306,34 @@ class Store:
         """Rows per table for one run."""
         return {t: self.conn.execute(f"SELECT COUNT(*) FROM {t} WHERE run_id = ?", (run_id,)).fetchone()[0]
                 for t in ("problems", "samples", "results")}
+
+    @contextlib.contextmanager
+    def lock_run(self, run_id: str) -> Iterator[None]:
+        """Hold ``run_id`` for this process while the block runs, or raise a one-line
+        :class:`~infscale.errors.ConfigError` if another process holds it (two runs of one
+        run id would race each other's samples). The lock is a POSIX record lock on one byte
+        of ``DB.lock`` beside the database, so the system releases it when its process dies
+        (a ``kill -9`` leaves nothing to clean up)."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise store_error(lock_path, e) from e
+        offset = zlib.crc32(run_id.encode()) * 4096 + len(run_id)  # one byte per run id
+        try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+            except OSError as e:
+                if e.errno in (errno.EACCES, errno.EAGAIN):
+                    raise ConfigError("--resume", f"run {run_id} is running in another process (a run cannot be "
+                                      "continued twice at once)", "wait for it to end, or stop it first") from None
+                raise store_error(lock_path, e) from e
+            try:
+                yield
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+        finally:
+            os.close(fd)
 
     def transaction(self):
         """``with store.transaction(): ...`` groups writes made with ``commit=False``."""

@@ -40,6 +40,7 @@ response reaches the client at once when it ends, not event by event.
 from __future__ import annotations
 
 import http.client
+import sys
 import json
 import random
 import socket
@@ -117,8 +118,7 @@ class FaultProxy:
     def start(self) -> "FaultProxy":
         handler = type("_Handler", (_ProxyHandler,), {"proxy": self})
         self._stopping.clear()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
         self._port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
@@ -193,6 +193,14 @@ class FaultProxy:
                         x -= share
             self._events.append((path, kind))
             return kind
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # a client that went away is no news
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 class _Reset(Exception):
