@@ -2,9 +2,10 @@
 llama-cpp-python, TGI, Ollama, OpenAI itself).
 
 Servers differ in what they honour, and most ignore what they do not know instead of refusing
-it. So on the first :meth:`OpenAIGenerator.generate` the generator probes the server once
+it. So on the first :meth:`OpenAIGenerator.generate` the generator probes the server
 (:mod:`infscale.backends.probe`: native ``n``, ``max_completion_tokens``, logprobs, prefill with
-``continue_final_message``, stop reporting) and trusts what it found from then on. Requests go
+``continue_final_message``, stop reporting) and trusts what it found from then on; a probe that
+one fault kept from checking something is repeated later, never taken as the server's answer. Requests go
 through the shared transport (:mod:`infscale.backends.http`): one client per event loop,
 retries only on retryable faults with bounded backoff.
 
@@ -32,6 +33,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -41,7 +43,7 @@ from ..params import SamplingParams
 from ..types import Completion, GenRequest
 from .base import Capabilities, Generator
 from .http import RETRYABLE_STATUSES, HttpTransport, error_message, normalise_base_url
-from .probe import assumed, map_finish_reason, parse_logprobs, probe_server, stop_reason
+from .probe import REPROBE_SECONDS, assumed, map_finish_reason, parse_logprobs, probe_server, stop_reason
 
 __all__ = ["OpenAIGenerator"]
 
@@ -108,6 +110,8 @@ class OpenAIGenerator(Generator):
         self.probe: dict[str, Any] = {}
         self._max_tokens_key = "max_tokens"
         self._ready = False
+        self._reprobe_at: float | None = None  # when a probe that could not check everything runs again
+        self.probes = 0  # probes completed
         self._warned_usage = False
         if mode != "auto":
             self.capabilities, self.probe, self._max_tokens_key = assumed(mode)
@@ -131,17 +135,32 @@ class OpenAIGenerator(Generator):
             raise
 
     async def ensure_ready(self) -> dict[str, Any]:
-        """Resolve the model name and probe the server (once); returns :attr:`probe`."""
-        if self._ready:
+        """Resolve the model name and probe the server; returns :attr:`probe`.
+
+        The probe runs once, unless one of its requests failed (a fault, not an answer): then
+        it runs again on the first call after :data:`~infscale.backends.probe.REPROBE_SECONDS`,
+        until every feature is settled. A probe that fails as a whole raises (a retryable
+        :class:`BackendError`) and is tried again on the next call; a repeated probe that fails
+        keeps what the last one found."""
+        if self._ready and (self._reprobe_at is None or time.monotonic() < self._reprobe_at):
             return self.probe
         async with self.transport.lock:
-            if not self._ready:
+            due = self._reprobe_at is not None and time.monotonic() >= self._reprobe_at
+            if not self._ready or due:
                 if self.model is None:
                     self.model = await self.transport.first_model(self.base_url + "/models")
                 if self.mode == "auto":
-                    self.capabilities, self.probe, self._max_tokens_key = await probe_server(
-                        self._post, self.base_url, self.model)
+                    try:
+                        probed = await probe_server(self._post, self.base_url, self.model)
+                    except BackendError:
+                        if not self._ready:
+                            raise
+                        self._reprobe_at = time.monotonic() + REPROBE_SECONDS  # keep what we know; later
+                        return self.probe
+                    self.capabilities, self.probe, self._max_tokens_key = probed
                     self.capabilities = _with_confidence(self.capabilities)
+                    self.probes += 1
+                    self._reprobe_at = time.monotonic() + REPROBE_SECONDS if probed.record.get("failed") else None
                 self.probe["model"] = self.model
                 self._ready = True
         return self.probe

@@ -1,8 +1,8 @@
 """The capability probe of an OpenAI-compatible server, and how to read what it answers.
 
 Servers differ in what they honour, and most ignore what they do not know instead of refusing
-it. So :func:`probe_server` asks the server once with a few one-token requests and reports what
-it found (the OpenAI generator trusts it from then on):
+it. So :func:`probe_server` asks the server with a few one-token requests, all at once, and
+reports what it found (the OpenAI generator trusts it from then on):
 
 * ``n``: does ``n=2`` return two choices? (``capabilities.native_n``; infscale always sends one
   request per sample, so this is informational.)
@@ -16,6 +16,13 @@ it found (the OpenAI generator trusts it from then on):
   ``finish_reason`` of ``stop`` cannot tell a stop string from the end of the text
   (``capabilities.reports_stop``; ``Completion.stop`` is filled whenever the server says).
 
+One fault does not decide anything: a feature counts as unsupported only when the server
+answers without it, or refuses it :data:`CONSISTENT_REFUSALS` times with the same status; a
+probe request that fails otherwise (5xx, reset, hung past the timeout, cut short) after the
+transport's retries leaves its feature unknown — assumed unsupported for now, and the generator
+probes again after :data:`REPROBE_SECONDS`. The chat endpoint is given up for completions only
+when chat requests are consistently refused.
+
 Whatever the server ignores is reported in one warning on the ``infscale`` logger, saying what
 infscale does instead. :func:`assumed` gives the capabilities of the ``full`` / ``basic`` modes
 without asking.
@@ -27,6 +34,7 @@ same ones.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -35,13 +43,16 @@ from typing import Any, NamedTuple
 from ..errors import BackendError
 from .base import Capabilities
 
-__all__ = ["probe_server", "assumed", "Probed", "map_finish_reason", "parse_logprobs", "stop_reason",
+__all__ = ["probe_server", "assumed", "Probed", "REPROBE_SECONDS", "CONSISTENT_REFUSALS", "map_finish_reason", "parse_logprobs", "stop_reason",
            "STOP_REASON_KEYS"]
 
 logger = logging.getLogger("infscale")
 
 #: ``post(path, body) -> decoded JSON``: a POST under the server's ``/v1``, with retries.
 Post = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+#: Seconds after which a probe that could not check everything (a feature probe failed) is repeated.
+REPROBE_SECONDS = 30.0
 
 _PROBE_MESSAGES = [{"role": "user", "content": "Count from 1 to 20, separated by spaces."}]
 _PROBE_PROMPT = "Counting from 1 to 20: 1 2 3"
@@ -161,41 +172,75 @@ def assumed(mode: str) -> Probed:
     return Probed(capabilities, record, key)
 
 
-async def _try(
-    post: Post, model: str | None, path: str, body: dict[str, Any], errors: dict[str, str], name: str, *,
-    baseline: bool = False,
-) -> dict | None:
-    """A probe request. A refusal means "not supported" and is recorded. For the baseline
-    request a retryable fault that outlives the retries means the server is unwell and is
-    raised; for a feature probe it too means "not supported" (some servers answer 500 to a
-    field they cannot handle), which only makes infscale more conservative."""
-    try:
-        data = await post(path, {"model": model, "temperature": 0.0, "stream": False, **body})
-    except BackendError as e:
-        if e.retryable and baseline:
-            raise
-        errors[name] = str(e)
+#: Asking a probe request this many times in all: a refusal (4xx) counts as "unsupported" only
+#: when every attempt is refused with the same status (a consistent, specific answer); one
+#: refusal among answers is a transient fault.
+CONSISTENT_REFUSALS = 3
+
+
+class _Probe:
+    """The probe's record of what each request found: ``unsupported`` (a consistent refusal or
+    an answer without the feature) and ``failed`` (a transient or retryable fault that outlived
+    the transport's retries: nothing was learnt, so it is asked again later)."""
+
+    def __init__(self, post: Post, model: str | None):
+        self.post = post
+        self.model = model
+        self.unsupported: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
+
+    async def ask(self, path: str, body: dict[str, Any], name: str) -> dict | None:
+        """The decoded answer, or ``None`` with the reason recorded under ``name``."""
+        refusals: list[tuple[int | None, str]] = []
+        for _ in range(CONSISTENT_REFUSALS):
+            try:
+                data = await self.post(path, {"model": self.model, "temperature": 0.0, "stream": False, **body})
+            except BackendError as e:
+                if e.retryable or e.status is None or e.status >= 500:
+                    self.failed[name] = str(e)
+                    return None
+                refusals.append((e.status, str(e)))
+                if len({status for status, _ in refusals}) > 1:  # refused differently: not a consistent answer
+                    self.failed[name] = str(e)
+                    return None
+                continue
+            if not isinstance(data, dict) or not data.get("choices") or not isinstance(data["choices"][0], dict):
+                self.failed[name] = f"malformed response: {str(data)[:200]}"
+                return None
+            return data
+        self.unsupported[name] = refusals[-1][1]
         return None
-    if not isinstance(data, dict) or not data.get("choices"):
-        errors[name] = f"malformed response: {str(data)[:200]}"
-        return None
-    return data
+
+    @property
+    def errors(self) -> dict[str, str]:
+        return {**self.unsupported, **self.failed}
 
 
 async def probe_server(post: Post, base_url: str, model: str | None) -> Probed:
-    """Probe the server behind ``post`` once with a few small requests (see the module docs).
-    Raises a :class:`BackendError` if it answers neither chat nor completions requests."""
-    errors: dict[str, str] = {}
+    """Probe the server behind ``post`` with a few small requests (see the module docs).
+
+    The endpoint comes first: chat, else (only if chat is consistently refused) completions.
+    Then the feature probes run concurrently. Each one ends as supported, unsupported (the
+    server consistently refuses it or answers without it) or failed (a fault that outlived
+    the retries, e.g. a hung request): a failed one is assumed unsupported for now and listed
+    in ``record["failed"]``, and the generator probes again later
+    (:data:`REPROBE_SECONDS`) instead of deciding on one fault. Raises a retryable
+    :class:`BackendError` if the endpoint probe itself failed (nothing is decided), a fatal
+    one if the server refuses both chat and completions requests."""
+    pr = _Probe(post, model)
     probe: dict[str, Any] = {"mode": "auto", "probed": True, "model": model}
-    chat = await _try(post, model, "/chat/completions", {"messages": _PROBE_MESSAGES, "max_tokens": 1}, errors,
-                      "chat", baseline=True)
+    chat = await pr.ask("/chat/completions", {"messages": _PROBE_MESSAGES, "max_tokens": 1}, "chat")
     if chat is None:
-        comp = await _try(post, model, "/completions", {"prompt": _PROBE_PROMPT, "max_tokens": 1}, errors,
-                          "completions", baseline=True)
+        if "chat" in pr.failed:
+            raise BackendError(f"could not probe the server at {base_url}: {pr.failed['chat']}", retryable=True)
+        comp = await pr.ask("/completions", {"prompt": _PROBE_PROMPT, "max_tokens": 1}, "completions")
         if comp is None:
+            if "completions" in pr.failed:
+                raise BackendError(f"could not probe the server at {base_url}: {pr.failed['completions']}",
+                                   retryable=True)
             raise BackendError(
                 f"the server at {base_url} answers neither chat nor completions requests: "
-                + "; ".join(errors.values()),
+                + "; ".join(pr.errors.values()),
                 retryable=False,
             )
     probe["chat"] = chat is not None
@@ -204,64 +249,68 @@ async def probe_server(post: Post, base_url: str, model: str | None) -> Probed:
     base: dict[str, Any] = {"messages": _PROBE_MESSAGES} if endpoint == "chat" else {"prompt": _PROBE_PROMPT}
     probe["endpoint"] = endpoint
 
-    # n: two choices for n=2?
-    data = await _try(post, model, path, {**base, "n": 2, "max_tokens": 1}, errors, "n")
-    probe["n_choices"] = len(data["choices"]) if data else 0
-    probe["n"] = probe["n_choices"] >= 2
+    async def probe_n() -> None:  # two choices for n=2?
+        data = await pr.ask(path, {**base, "n": 2, "max_tokens": 1}, "n")
+        probe["n_choices"] = len(data["choices"]) if data else 0
+        probe["n"] = probe["n_choices"] >= 2
 
-    # max_completion_tokens: bounds the completion? (max_tokens=4 is a fallback ceiling in
-    # case it is ignored; a server that rejects both together is asked with it alone.)
-    mct = False
-    if endpoint == "chat":
-        data = await _try(post, model, path, {**base, "max_completion_tokens": 1, "max_tokens": 4}, errors,
-                          "max_completion_tokens")
-        if data is None:
-            data = await _try(post, model, path, {**base, "max_completion_tokens": 1}, errors,
-                              "max_completion_tokens")
-        if data is not None:
-            usage = data.get("usage") or {}
-            got = usage.get("completion_tokens") if isinstance(usage, dict) else None
-            finish = data["choices"][0].get("finish_reason")
-            probe["max_completion_tokens_result"] = {"completion_tokens": got, "finish_reason": finish}
-            mct = isinstance(got, int) and got <= 1 and map_finish_reason(finish)[0] == "length"
-    probe["max_completion_tokens"] = mct
+    async def probe_mct() -> None:
+        # max_completion_tokens: bounds the completion? (max_tokens=4 is a fallback ceiling in
+        # case it is ignored; a server that rejects both together is asked with it alone.)
+        mct = False
+        if endpoint == "chat":
+            data = await pr.ask(path, {**base, "max_completion_tokens": 1, "max_tokens": 4}, "max_completion_tokens")
+            if data is None and "max_completion_tokens" in pr.unsupported:
+                del pr.unsupported["max_completion_tokens"]
+                data = await pr.ask(path, {**base, "max_completion_tokens": 1}, "max_completion_tokens")
+            if data is not None:
+                usage = data.get("usage") or {}
+                got = usage.get("completion_tokens") if isinstance(usage, dict) else None
+                finish = data["choices"][0].get("finish_reason")
+                probe["max_completion_tokens_result"] = {"completion_tokens": got, "finish_reason": finish}
+                mct = isinstance(got, int) and got <= 1 and map_finish_reason(finish)[0] == "length"
+        probe["max_completion_tokens"] = mct
+
+    async def probe_logprobs() -> None:  # logprobs and top_logprobs returned?
+        lp_fields = {"logprobs": True, "top_logprobs": 2} if endpoint == "chat" else {"logprobs": 2}
+        data = await pr.ask(path, {**base, "max_tokens": 1, **lp_fields}, "logprobs")
+        lps, tops, _ = parse_logprobs(data["choices"][0].get("logprobs")) if data else ([], [], 0)
+        probe["logprobs"] = bool(lps)
+        probe["top_logprobs"] = any(tops)
+
+    async def probe_prefill() -> None:  # a continued turn's prompt is shorter than a closed one's
+        prefill = False
+        if endpoint == "chat":
+            msgs = _PROBE_MESSAGES + [{"role": "assistant", "content": _PROBE_PREFIX}]
+            cont, closed = await asyncio.gather(
+                pr.ask(path, {"messages": msgs, "max_tokens": 1, "continue_final_message": True,
+                              "add_generation_prompt": False}, "continue_final_message"),
+                pr.ask(path, {"messages": msgs, "max_tokens": 1}, "closed_turn"))
+            pt_cont = ((cont or {}).get("usage") or {}).get("prompt_tokens")
+            pt_closed = ((closed or {}).get("usage") or {}).get("prompt_tokens")
+            probe["prefill_prompt_tokens"] = {"continued": pt_cont, "closed": pt_closed}
+            prefill = isinstance(pt_cont, int) and isinstance(pt_closed, int) and pt_cont < pt_closed
+        probe["continue_final_message"] = prefill
+
+    async def probe_stop() -> None:
+        # stop_reason: does a choice name the stop string that ended it? (" 4" ends the count
+        # within a few tokens; the key alone counts, as vLLM sends it as null at end of text.)
+        data = await pr.ask(path, {**base, "max_tokens": 8, "stop": list(_PROBE_STOPS)}, "stop_reason")
+        choice = data["choices"][0] if data else {}
+        probe["stop_reason_result"] = stop_reason(choice) if isinstance(choice, dict) else None
+        probe["stop_reason"] = isinstance(choice, dict) and (
+            any(k in choice for k in STOP_REASON_KEYS) or probe["stop_reason_result"] in _PROBE_STOPS
+        )
+
+    await asyncio.gather(probe_n(), probe_mct(), probe_logprobs(), probe_prefill(), probe_stop())
+    mct = probe["max_completion_tokens"]
+    prefill = probe["continue_final_message"]
     max_tokens_key = "max_completion_tokens" if mct else "max_tokens"
     probe["max_tokens_param"] = max_tokens_key
-
-    # logprobs and top_logprobs returned?
-    lp_fields = {"logprobs": True, "top_logprobs": 2} if endpoint == "chat" else {"logprobs": 2}
-    data = await _try(post, model, path, {**base, "max_tokens": 1, **lp_fields}, errors, "logprobs")
-    lps, tops, _ = parse_logprobs(data["choices"][0].get("logprobs")) if data else ([], [], 0)
-    probe["logprobs"] = bool(lps)
-    probe["top_logprobs"] = any(tops)
-
-    # continue_final_message: a continued turn's prompt is shorter than a closed one's.
-    prefill = False
-    if endpoint == "chat":
-        msgs = _PROBE_MESSAGES + [{"role": "assistant", "content": _PROBE_PREFIX}]
-        cont = await _try(
-            post, model, path,
-            {"messages": msgs, "max_tokens": 1, "continue_final_message": True, "add_generation_prompt": False},
-            errors, "continue_final_message",
-        )
-        closed = (await _try(post, model, path, {"messages": msgs, "max_tokens": 1}, errors, "closed_turn")
-                  if cont else None)
-        pt_cont = ((cont or {}).get("usage") or {}).get("prompt_tokens")
-        pt_closed = ((closed or {}).get("usage") or {}).get("prompt_tokens")
-        probe["prefill_prompt_tokens"] = {"continued": pt_cont, "closed": pt_closed}
-        prefill = isinstance(pt_cont, int) and isinstance(pt_closed, int) and pt_cont < pt_closed
-    probe["continue_final_message"] = prefill
-
-    # stop_reason: does a choice name the stop string that ended it? (" 4" ends the count
-    # within a few tokens; the key alone counts, as vLLM sends it as null at end of text.)
-    data = await _try(post, model, path, {**base, "max_tokens": 8, "stop": list(_PROBE_STOPS)}, errors,
-                      "stop_reason")
-    choice = data["choices"][0] if data else {}
-    probe["stop_reason_result"] = stop_reason(choice) if isinstance(choice, dict) else None
-    probe["stop_reason"] = isinstance(choice, dict) and (
-        any(k in choice for k in STOP_REASON_KEYS) or probe["stop_reason_result"] in _PROBE_STOPS
-    )
-    probe["errors"] = errors
+    pr.failed.pop("chat", None)
+    probe["errors"] = pr.errors
+    probe["unsupported"] = dict(pr.unsupported)
+    probe["failed"] = dict(pr.failed)
 
     capabilities = Capabilities(
         logprobs=probe["logprobs"],
@@ -273,27 +322,37 @@ async def probe_server(post: Post, base_url: str, model: str | None) -> Probed:
         reports_stop=probe["stop_reason"],
     )
 
+    failed = pr.failed
+    unchecked = {"n": "n", "max_completion_tokens": "max_completion_tokens", "logprobs": "logprobs",
+                 "continue_final_message": "continue_final_message", "closed_turn": "continue_final_message",
+                 "stop_reason": "stop_reason"}
+    unknown = sorted({unchecked[k] for k in failed if k in unchecked})
     notes = []
     if endpoint != "chat":
-        notes.append("the chat endpoint fails (" + errors.get("chat", "?") + "): only prompt requests can be served")
-    if not probe["n"]:
+        notes.append("the chat endpoint fails (" + pr.errors.get("chat", "?") + "): only prompt requests can be served")
+    if not probe["n"] and "n" not in unknown:
         notes.append(f"ignores n (returned {probe['n_choices']} choice(s) for n=2): infscale sends one request per sample")
-    if endpoint == "chat" and not mct:
+    if endpoint == "chat" and not mct and "max_completion_tokens" not in unknown:
         notes.append("ignores max_completion_tokens: infscale sends max_tokens instead")
-    if not probe["logprobs"]:
-        notes.append("returns no logprobs: completions carry empty logprobs")
-    elif not probe["top_logprobs"]:
-        notes.append("returns no top_logprobs: completions carry no alternatives")
-    if endpoint == "chat" and not prefill:
+    if "logprobs" not in unknown:
+        if not probe["logprobs"]:
+            notes.append("returns no logprobs: completions carry empty logprobs")
+        elif not probe["top_logprobs"]:
+            notes.append("returns no top_logprobs: completions carry no alternatives")
+    if endpoint == "chat" and not prefill and "continue_final_message" not in unknown:
         notes.append(
             "ignores continue_final_message: chat requests with a prefix raise ConfigError "
             "(prompt requests still take a prefix)"
         )
-    if not probe["stop_reason"]:
+    if not probe["stop_reason"] and "stop_reason" not in unknown:
         notes.append(
             "returns no stop_reason: a completion ended by a stop string cannot be told from one "
             "that reached the end of the text (capabilities.reports_stop is False)"
         )
+    if unknown:
+        first = next(iter(failed.values()))
+        notes.append(f"could not be checked for {', '.join(unknown)} ({first}): assumed unsupported until the "
+                     f"probe is repeated in {REPROBE_SECONDS:g} s")
     if notes:
         logger.warning("OpenAI server at %s (model %s) %s", base_url, model, "; ".join(notes))
     else:
