@@ -12,7 +12,16 @@ from dataclasses import dataclass, replace
 
 from .errors import ConfigError
 
-__all__ = ["SamplingParams", "Budget"]
+__all__ = ["SamplingParams", "Budget", "MAX_WIDTH", "MAX_SETTING"]
+
+#: Work limits. Every setting that scales the work of one request has a documented maximum, so
+#: that no request can ask for unbounded work: the width ``n`` (samples, particles, beams) at most
+#: :data:`MAX_WIDTH` in the CLI and the Python API (the server's own is ``serve --max-budget``);
+#: an integer strategy setting (``--param``: iterations, max_steps, max_frontier, ...) at most its
+#: ParamSpec's ``max``, by default :data:`MAX_SETTING` (the server changes any of them with
+#: ``serve --max-param NAME=MAX``).
+MAX_WIDTH = 4096
+MAX_SETTING = 1024
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,14 @@ def register(sub) -> None:
     p.add_argument("--task", default="math", help="answer extraction when a request gives none: math, mcq, code, text")
     p.add_argument("--temperature", type=float, default=0.7, help="temperature when a request gives none")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
-                   help="seconds in-flight requests may finish after SIGTERM/Ctrl-C before they are cancelled")
+                   help="seconds in-flight requests may finish after SIGTERM/Ctrl-C before they are cancelled "
+                        "(with a 503 shutting_down)")
+    p.add_argument("--max-request-seconds", type=float, default=300.0,
+                   help="wall seconds one request may run; then its strategy answers from what it has "
+                        "(or 504 if it cannot) (default 300)")
+    p.add_argument("--max-param", action="append", default=[], metavar="NAME=MAX",
+                   help="work limit of a strategy setting, e.g. --max-param iterations=8 (default: each "
+                        "setting's own, see GET /v1/models; integer settings 1024)")
     from ._http import add_http_arguments  # noqa: PLC0415
 
     add_http_arguments(p)
@@ -126,22 +133,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"infscale: serving {service.model_name} on {url} (model names STRATEGY[-BUDGET]:{service.model_name}; "
               "GET /v1/models lists them)", file=sys.stderr, flush=True)
 
+    param_limits = {}
+    for item in args.max_param:
+        name, sep, value = item.partition("=")
+        try:
+            param_limits[name.strip()] = float(value) if sep else None
+        except ValueError:
+            param_limits[name.strip()] = None
+        if param_limits[name.strip()] is None:
+            raise ConfigError("--max-param", f"expected NAME=MAX, got {item!r}", "e.g. --max-param iterations=8")
     # building the app checks every limit (a ConfigError names the flag) before any model loads
     app = create_app(
         factory, model_name=args.served_model_name, api_key=args.api_key, max_concurrency=max_concurrency,
         max_queue=args.max_queue, max_budget=args.max_budget, max_body_bytes=args.max_body_bytes,
         max_tokens_limit=args.max_tokens_limit, default_max_tokens=args.max_tokens,
         default_budget=args.default_budget, default_task=args.task, default_temperature=args.temperature,
-        shutdown_timeout=args.shutdown_timeout, on_ready=ready,
+        shutdown_timeout=args.shutdown_timeout, max_request_seconds=args.max_request_seconds,
+        param_limits=param_limits, on_ready=ready,
     )
     if args.backend_url is None:
         # the embedded model loads now, so that a missing model is one line, not a startup traceback;
         # the app owns it (the factory hands it over) and closes it at shutdown
         print(f"infscale: loading {args.model or 'smollm2-135m'} ...", file=sys.stderr, flush=True)
         loaded["engine"] = factory()
+    from ..server.threaded import DRAIN_MARGIN_SECONDS, DrainingServer  # noqa: PLC0415
+
+    # the app drains first (DrainingServer); uvicorn's own timeout lies beyond it, so it never
+    # cuts a request the app is still draining
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=args.shutdown_timeout)
-    server = uvicorn.Server(config)
+                            lifespan="on", timeout_graceful_shutdown=args.shutdown_timeout + DRAIN_MARGIN_SECONDS)
+    server = DrainingServer(config)
     server.run()
     if not server.started:
         print("infscale: error: the server did not start (see the message above)", file=sys.stderr)

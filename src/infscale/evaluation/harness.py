@@ -60,7 +60,7 @@ from ..tasks import AnswerClasses, AnswerTask, get_task
 from ..tasks.code import problem_tests
 from ..backends.base import Generator
 from ..errors import BackendError, ConfigError, InfscaleError
-from ..params import Budget, SamplingParams
+from ..params import MAX_SETTING, MAX_WIDTH, Budget, SamplingParams
 from ..rng import make_rng
 from ..scorers import SCORERS, Scorer, get_scorer
 from ..strategies import STRATEGIES, get_strategy
@@ -199,8 +199,9 @@ def parse_budgets(text: str | list[int]) -> list[int]:
             v = int(b)
         except (TypeError, ValueError):
             raise ConfigError("budgets", f"cannot read {b!r} as an integer", "comma-separated integers >= 1, e.g. 1,2,4,8") from None
-        if v < 1:
-            raise ConfigError("budgets", f"got {v}", "comma-separated integers >= 1, e.g. 1,2,4,8")
+        if v < 1 or v > MAX_WIDTH:
+            raise ConfigError("budgets", f"got {v}", f"comma-separated integers in [1, {MAX_WIDTH}] (the work "
+                              "limit), e.g. 1,2,4,8")
         out.append(v)
     if not out:
         raise ConfigError("budgets", "none given", "comma-separated integers >= 1, e.g. 1,2,4,8")
@@ -235,8 +236,8 @@ class EvalConfig:
         self.budgets = parse_budgets(self.budgets)
         for name, value, lo in (("seeds", self.seeds, 1), ("concurrency", self.concurrency, 1),
                                 ("subsamples", self.subsamples, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ConfigError(name, f"got {value!r}", f"an integer >= {lo}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo or value > MAX_SETTING:
+                raise ConfigError(name, f"got {value!r}", f"an integer in [{lo}, {MAX_SETTING}] (the work limit)")
         if self.reproducible and self.backend_url:
             raise ConfigError("reproducible", "applies to the embedded engine only, not to --backend-url",
                               "--reproducible with the embedded engine (--model), or no --reproducible")

@@ -6,8 +6,12 @@ front of the routes checks the bearer token, bounds the request body and counts 
 every failure becomes an OpenAI-shaped error through :func:`~infscale.server.errors.to_http`.
 
 A request whose client disconnects is cancelled, and with it every outstanding generation of
-its strategy (the embedded engine frees the sequences). Shutdown refuses new work, lets
-running requests finish for ``shutdown_timeout`` seconds and cancels the rest.
+its strategy (the embedded engine frees the sequences). Shutdown refuses new work (503
+``shutting_down``), lets running requests finish for ``shutdown_timeout`` seconds and cancels
+the rest, which answer 503 ``shutting_down`` too (a stream ends with that error as its last
+event, then ``[DONE]``). The drain starts when the server is told to stop, before uvicorn waits
+for connections (:class:`~infscale.server.threaded.DrainingServer`, whose own timeout is set
+beyond the drain).
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ def create_app(
     default_task: str = "math",
     default_temperature: float = 0.7,
     shutdown_timeout: float = 30.0,
+    max_request_seconds: float = 300.0,
+    param_limits: dict[str, float] | None = None,
     on_ready: Callable[[Service], None] | None = None,
 ) -> FastAPI:
     """The OpenAI-compatible app serving ``generator`` (or what ``generator()`` builds at
@@ -94,6 +100,7 @@ def create_app(
         max_concurrency=max_concurrency, max_queue=max_queue, max_budget=max_budget, max_body_bytes=max_body_bytes,
         max_tokens_limit=max_tokens_limit, default_max_tokens=default_max_tokens, default_budget=default_budget,
         default_task=default_task, default_temperature=default_temperature, shutdown_timeout=shutdown_timeout,
+        max_request_seconds=max_request_seconds, param_limits=dict(param_limits or {}),
     )
     metrics = Metrics()
 
@@ -214,10 +221,27 @@ async def _generate(request: Request, body: ChatCompletionRequest | CompletionRe
     except _ClientGone:
         service.metrics.cancelled.inc(reason="disconnect")
         return Response(status_code=CLIENT_CLOSED)
+    except asyncio.CancelledError:
+        if _cancelled_by_shutdown(service):  # the drain ran out: say so in the API's shape
+            return error_response(_shutting_down(service))
+        raise
     except Exception as e:  # noqa: BLE001
         return error_response(e)
     service.metrics.latency.observe(time.monotonic() - t0, endpoint=endpoint, strategy=plan.strategy)
     return JSONResponse(service.response(plan, result, rid, created))
+
+
+def _cancelled_by_shutdown(service: Service) -> bool:
+    """Whether a CancelledError out of a request's work came from the shutdown drain (not from
+    this handler itself being cancelled)."""
+    task = asyncio.current_task()
+    return service.draining and (task is None or not task.cancelling())
+
+
+def _shutting_down(service: Service) -> ApiError:
+    return ApiError(503, f"the server is shutting down: the request did not finish within its "
+                    f"{service.config.shutdown_timeout:g} s drain (--shutdown-timeout); retry it elsewhere or later",
+                    "server_error", None, "shutting_down", {"Retry-After": "5"})
 
 
 def error_response(exc: BaseException) -> Response:
@@ -326,6 +350,12 @@ async def _stream(request: Request, service: Service, plan: Plan, rid: str, crea
             yield progress_event()
         try:
             result = work.result()
+        except asyncio.CancelledError:
+            if not _cancelled_by_shutdown(service):
+                raise
+            yield _sse(to_http(_shutting_down(service))[1])  # a final error event, not a cut stream
+            yield "data: [DONE]\n\n"
+            return
         except Exception as e:  # noqa: BLE001 - the stream has started: the error is an event
             yield _sse(to_http(e)[1])
             yield "data: [DONE]\n\n"

@@ -46,6 +46,10 @@ __all__ = ["ServerConfig", "Plan", "Service", "Admission", "Progress", "parse_mo
 
 _BUDGET_SUFFIX = re.compile(r"[0-9]{1,1000}")  # any size: too large is the budget check's error, not "unknown strategy"
 
+#: Seconds a request may run past ``max_request_seconds`` while its strategy answers from what it
+#: has (the runner stops it at the limit); after them it is cancelled with a 504.
+REQUEST_GRACE_SECONDS = 5.0
+
 
 def parse_model_name(name: str, strategies: Mapping[str, Any] | None = None) -> tuple[str | None, int | None, str]:
     """``(strategy, budget, model)`` from ``STRATEGY[-BUDGET]:MODEL``; ``(None, None, name)``
@@ -77,6 +81,11 @@ class ServerConfig:
     default_task: str = "math"
     default_temperature: float = 0.7
     shutdown_timeout: float = 30.0
+    #: wall seconds a request may run: then its strategy answers from what it has (the runner
+    #: stops it), and a request still running :data:`REQUEST_GRACE_SECONDS` later gets a 504
+    max_request_seconds: float = 300.0
+    #: work limits by strategy setting name (``--max-param NAME=MAX``), replacing the settings' own
+    param_limits: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, lo in (("max_concurrency", 1), ("max_queue", 0), ("max_budget", 1), ("max_body_bytes", 256),
@@ -94,6 +103,20 @@ class ServerConfig:
         SamplingParams(temperature=self.default_temperature)
         if not (isinstance(self.shutdown_timeout, (int, float)) and self.shutdown_timeout >= 0):
             raise ConfigError("shutdown-timeout", f"got {self.shutdown_timeout!r}", "seconds >= 0")
+        v = self.max_request_seconds
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ConfigError("max-request-seconds", f"got {v!r}", "seconds > 0")
+        known = {k for s in STRATEGIES.values() for k in getattr(s, "params", {})}
+        for name, cap in dict(self.param_limits).items():
+            if name not in known:
+                raise ConfigError("max-param", f"no strategy has a setting {name!r}", ", ".join(sorted(known)))
+            if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not math.isfinite(cap) or cap < 1:
+                raise ConfigError("max-param", f"got {name}={cap!r}", "NAME=MAX with MAX a number >= 1")
+        object.__setattr__(self, "param_limits", dict(self.param_limits))
+
+    def work_limits(self) -> dict[str, float]:
+        """The limits a request runs under: the width (``n``) and every setting's override."""
+        return {"n": self.max_budget, **self.param_limits}
 
 
 @dataclass
@@ -254,7 +277,7 @@ class Service:
             raise ApiError(400, f"{budget_param}: budget {budget} is not allowed (accepted: an integer in "
                            f"[1, {cfg.max_budget}], the server's --max-budget)", param=budget_param, code="invalid_value")
         raw_options = dict(ext.params) if ext is not None else {}
-        _renamed(lambda: strat.options(raw_options), "param", "infscale.params")
+        _renamed(lambda: strat.options(raw_options, cfg.param_limits), "param", "infscale.params")
         scorer = ext.scorer if ext is not None else None
         if scorer is not None:
             _renamed(lambda: get_scorer(scorer), "scorer", "infscale.scorer")
@@ -274,10 +297,11 @@ class Service:
             min_p=0.0 if req.min_p is None else float(req.min_p),
             max_tokens=max_tokens, stop=stop, seed=seed,
         )
-        limits = Budget()
+        limits = Budget(seconds=cfg.max_request_seconds)  # every request is bounded in time
         if ext is not None and ext.limits is not None:
-            limits = Budget(generated_tokens=ext.limits.generated_tokens, calls=ext.limits.calls,
-                            seconds=ext.limits.seconds)
+            seconds = cfg.max_request_seconds if ext.limits.seconds is None else min(ext.limits.seconds,
+                                                                                     cfg.max_request_seconds)
+            limits = Budget(generated_tokens=ext.limits.generated_tokens, calls=ext.limits.calls, seconds=seconds)
         if chat:
             messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                         for m in req.messages]
@@ -300,7 +324,7 @@ class Service:
     async def check_capabilities(self, plan: Plan) -> None:
         """Refuse (400, naming the request field) a plan whose strategy or scorer needs a
         capability the served generator lacks, before it takes a slot."""
-        strat, opts, sc = resolve(plan.strategy, plan.scorer, plan.options)
+        strat, opts, sc = resolve(plan.strategy, plan.scorer, plan.options, self.config.work_limits())
         try:
             await check_capabilities(Meter(self.generator), strat, opts, sc)
         except ConfigError as e:
@@ -331,10 +355,16 @@ class Service:
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
+        limit = self.config.max_request_seconds
         try:
-            return await run(plan.problem, self.generator, plan.strategy, n=plan.budget, scorer=plan.scorer,
-                             params=plan.params, budget=plan.limits, seed=plan.seed, options=plan.options,
-                             on_completion=seen)
+            async with asyncio.timeout(limit + REQUEST_GRACE_SECONDS):
+                return await run(plan.problem, self.generator, plan.strategy, n=plan.budget, scorer=plan.scorer,
+                                 params=plan.params, budget=plan.limits, seed=plan.seed, options=plan.options,
+                                 on_completion=seen, limits=self.config.work_limits())
+        except TimeoutError:
+            self.metrics.cancelled.inc(reason="timeout")
+            raise ApiError(504, f"the request ran past this server's limit of {limit:g} s (--max-request-seconds) "
+                           "and could not answer from what it had", "server_error", None, "request_timeout") from None
         finally:
             if task is not None:
                 self.tasks.discard(task)
@@ -433,7 +463,8 @@ class Service:
         names = list(STRATEGIES)
         data = [{"id": self.model_name, "object": "model", "created": created, "owned_by": "infscale",
                  "infscale": {"strategies": names, "model_name": "STRATEGY[-BUDGET]:" + self.model_name,
-                              "max_budget": self.config.max_budget, "default_budget": self.config.default_budget}}]
+                              "max_budget": self.config.max_budget, "default_budget": self.config.default_budget,
+                              "max_request_seconds": self.config.max_request_seconds}}]
         for name, s in STRATEGIES.items():
             data.append({
                 "id": f"{name}:{self.model_name}", "object": "model", "created": created, "owned_by": "infscale",
@@ -441,7 +472,8 @@ class Service:
                     "strategy": name, "base_model": self.model_name, "summary": getattr(s, "summary", ""),
                     "default_scorer": getattr(s, "default_scorer", None),
                     "default_budget": 1 if name == "greedy" else self.config.default_budget,
-                    "params": {k: {"default": _json_safe(spec.default), "doc": spec.doc}
+                    "params": {k: {"default": _json_safe(spec.default), "doc": spec.doc,
+                                   "max": self.config.param_limits.get(k, getattr(spec, "max", None))}
                                for k, spec in getattr(s, "params", {}).items()},
                 },
             })

@@ -11,7 +11,7 @@ once it admits nothing more.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from ..tasks import AnswerTask
 from ..backends.base import Generator
 from ..errors import ConfigError
 from ..meter import BudgetExhausted, Meter
-from ..params import Budget, SamplingParams
+from ..params import MAX_SETTING, Budget, SamplingParams
 from ..rng import derive_seed
 from ..scorers.base import Scorer
 from ..tasks.prompts import build_request
@@ -115,7 +115,15 @@ class Requirement:
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """A strategy-specific setting, given on the CLI as ``--param name=value``."""
+    """A strategy-specific setting, given on the CLI as ``--param name=value``.
+
+    ``lo``/``hi`` bound what the setting means (``alpha`` in [0, 1]). ``max`` is a work limit:
+    the largest value accepted by default for a setting that scales the work of a request
+    (iterations, steps, frontier size, ...); the server can lower or raise it (``serve
+    --max-param NAME=MAX``). An integer setting without ``hi`` gets ``max`` =
+    :data:`~infscale.params.MAX_SETTING` unless it names its own, so every strategy's counts
+    are bounded, including strategies added later.
+    """
 
     type: type
     default: Any
@@ -123,29 +131,46 @@ class ParamSpec:
     lo: float | None = None
     hi: float | None = None
     choices: tuple[Any, ...] | None = None
+    max: float | None = None
 
-    def parse(self, name: str, raw: Any) -> Any:
+    def __post_init__(self) -> None:
+        if self.max is None and self.type is int and self.hi is None and self.choices is None:
+            object.__setattr__(self, "max", MAX_SETTING)
+
+    def parse(self, name: str, raw: Any, limit: float | None = None) -> Any:
+        """The value of ``raw``, checked; ``limit`` replaces :attr:`max` (a server's own limit)."""
         try:
             if self.type is bool and isinstance(raw, str):
                 if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
                     raise ValueError(raw)
                 value = raw.lower() in ("1", "true", "yes")
+            elif self.type is int and isinstance(raw, float):
+                if not raw.is_integer():
+                    raise ValueError(raw)
+                value = int(raw)
             else:
                 value = self.type(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"param {name}", f"cannot read {raw!r} as {self.type.__name__}", self._accepted()) from None
         if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-            raise ConfigError(f"param {name}", f"got {value!r}", self._accepted())
+            raise ConfigError(f"param {name}", f"got {value!r}", self._accepted(limit))
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"param {name}", f"got {value!r}", self._accepted())
+        cap = self.max if limit is None else limit
+        if cap is not None and value > cap:
+            raise ConfigError(f"param {name}", f"{value!r} exceeds the work limit {cap:g}", self._accepted(limit))
         return value
 
-    def _accepted(self) -> str:
+    def _accepted(self, limit: float | None = None) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
+        hi = self.hi
+        cap = self.max if limit is None else limit
+        if cap is not None and (hi is None or cap < hi):
+            hi = cap
         rng = ""
-        if self.lo is not None or self.hi is not None:
-            rng = f" in [{'-inf' if self.lo is None else self.lo}, {'inf' if self.hi is None else self.hi}]"
+        if self.lo is not None or hi is not None:
+            rng = f" in [{'-inf' if self.lo is None else self.lo}, {'inf' if hi is None else f'{hi:g}'}]"
         return f"{self.type.__name__}{rng}"
 
 
@@ -165,15 +190,16 @@ class Strategy:
         """Generator capabilities these settings need (the runner checks them before any call)."""
         return []
 
-    def options(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Validate ``--param`` settings against :attr:`params`; fill defaults."""
+    def options(self, given: dict[str, Any], limits: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """Validate ``--param`` settings against :attr:`params`; fill defaults. ``limits``
+        (setting name -> maximum) replaces the settings' own work limits (a server's)."""
         out = {k: spec.default for k, spec in self.params.items()}
         for k, v in given.items():
             spec = self.params.get(k)
             if spec is None:
                 accepted = ", ".join(self.params) or "none for this strategy"
                 raise ConfigError("param", f"unknown parameter {k!r} for strategy {self.name!r}", accepted)
-            out[k] = spec.parse(k, v)
+            out[k] = spec.parse(k, v, None if limits is None else limits.get(k))
         return out
 
     def init(self, ctx: Context) -> Any:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..tasks import get_task
 from ..backends.base import Generator
 from ..errors import ConfigError
 from ..meter import Meter, OnCompletion
-from ..params import Budget, SamplingParams
+from ..params import MAX_WIDTH, Budget, SamplingParams
 from ..scorers import Scorer, get_scorer
 from ..types import Problem, Result
 from . import get_strategy
@@ -27,18 +28,21 @@ from .base import BudgetExhausted, Context, Strategy
 __all__ = ["run", "check_n", "resolve", "check_capabilities"]
 
 
-def check_n(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError("n", f"got {n!r}", "an integer >= 1 (the width: about the compute of n independent samples)")
+def check_n(n: Any, limit: int = MAX_WIDTH) -> int:
+    """``n`` checked: an integer in [1, ``limit``] (the work limit, by default
+    :data:`~infscale.params.MAX_WIDTH`), before anything is allocated."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or n > limit:
+        raise ConfigError("n", f"got {n!r}", f"an integer >= 1 and <= {limit}, the work limit (the width: about "
+                          "the compute of n independent samples)")
     return n
 
 
-def resolve(strategy: str | Strategy, scorer: str | Scorer | None = None, options: dict[str, Any] | None = None
-            ) -> tuple[Strategy, dict[str, Any], Scorer | None]:
-    """The strategy, its validated settings, and the scorer it will use (given, else its default
-    when these settings use one)."""
+def resolve(strategy: str | Strategy, scorer: str | Scorer | None = None, options: dict[str, Any] | None = None,
+            limits: Mapping[str, float] | None = None) -> tuple[Strategy, dict[str, Any], Scorer | None]:
+    """The strategy, its validated settings (``limits``: a server's work limits by setting
+    name), and the scorer it will use (given, else its default when these settings use one)."""
     strat = get_strategy(strategy)
-    opts = strat.options(options or {})
+    opts = strat.options(options or {}, limits)
     sc = get_scorer(scorer if scorer is not None else (strat.default_scorer if strat.wants_scorer(opts) else None))
     return strat, opts, sc
 
@@ -65,6 +69,7 @@ async def run(
     options: dict[str, Any] | None = None,
     trace: bool = False,
     on_completion: OnCompletion | None = None,
+    limits: Mapping[str, float] | None = None,
 ) -> Result:
     """Run ``strategy`` on ``problem`` with ``generator``; return its :class:`Result`.
 
@@ -72,9 +77,10 @@ async def run(
     tokens ``n`` independent samples would (docs/strategies.md). ``options`` are the strategy's own
     settings (``--param``). ``scorer`` defaults to the strategy's documented default scorer.
     ``on_completion`` sees every completion charged to the request (strategy and scorer calls).
+    ``limits`` replaces the work limits (``"n"`` and setting names -> maximum; a server's own).
     """
-    strat, opts, sc = resolve(strategy, scorer, options)
-    n = check_n(n)
+    strat, opts, sc = resolve(strategy, scorer, options, limits)
+    n = check_n(n, int((limits or {}).get("n", MAX_WIDTH)))
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError("seed", f"got {seed!r}", "an integer")
     meter = Meter(generator, budget or Budget(), on_completion=on_completion)
