@@ -45,6 +45,7 @@ deterministic generator the final numbers equal an uninterrupted run's.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import json
 import logging
@@ -707,6 +708,9 @@ async def run_eval(store: Store, run_id: str, generator: Generator, *,
     return store.counts(run_id)
 
 
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
 def _leaves(e: BaseException) -> list[BaseException]:
     if isinstance(e, BaseExceptionGroup):
         return [leaf for sub in e.exceptions for leaf in _leaves(sub)]
@@ -723,7 +727,7 @@ def unwrap_error(e: BaseException, store: Store | None = None) -> BaseException:
             if isinstance(leaf, kinds):
                 return KeyboardInterrupt() if isinstance(leaf, asyncio.CancelledError) else leaf
     for leaf in leaves:
-        if isinstance(leaf, (sqlite3.Error, OSError)) and not isinstance(leaf, ConnectionError):
+        if isinstance(leaf, sqlite3.Error) or (isinstance(leaf, OSError) and leaf.errno in _DISK_ERRNOS):
             return store_error(store.path if store is not None else "(unknown)", leaf)
     return leaves[0]
 
