@@ -213,7 +213,8 @@ async def request_json(
     Connection errors, timeouts, :data:`RETRYABLE_STATUSES` and a 2xx whose body is empty or
     not JSON (cut on the way: a proxy or a connection failed mid-answer) are retried up to
     ``max_retries`` times, waiting ``retry_delay(attempt, retry_after_seconds_or_None)`` between
-    attempts, all within ``retry_seconds`` (no attempt waits past it, no retry starts after
+    attempts (none before the first retry of a lost answer: a reset, a timeout, a cut body),
+    all within ``retry_seconds`` (no attempt waits past it, no retry starts after
     it); they raise a retryable :class:`BackendError` once the retries or the time are spent.
     Other statuses and malformed URLs raise a fatal one carrying the server's own message.
     ``timeout`` is the per-attempt timeout (the client's when ``None``).
@@ -232,6 +233,7 @@ async def request_json(
                 write=min(base.write or left, left), pool=min(base.pool or left, left))
         elif timeout is not None:
             kwargs["timeout"] = timeout
+        transport_fault = True  # the connection failed or the answer was lost on the way
         try:
             resp = await client.request(method, url, json=body, **kwargs)
         except _RETRYABLE_EXCEPTIONS as e:
@@ -247,6 +249,7 @@ async def request_json(
                     what = "is empty" if not resp.content.strip() else f"is not JSON (cut short?): {resp.text[:200]!r}"
                     problem = f"{status} from {url}: the response body {what}"
             else:
+                transport_fault = False  # the server answered: give it the time it asks for
                 message = error_message(resp)
                 if status not in RETRYABLE_STATUSES:
                     raise BackendError(f"{status} from {url}: {message}", retryable=False, status=status)
@@ -255,7 +258,9 @@ async def request_json(
         tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
         if attempt >= max_retries:
             raise BackendError(f"{problem} (gave up after {tries})", retryable=True, status=status)
-        delay = retry_delay(attempt, retry_after)
+        # a lost answer (reset, timeout, cut body) is asked again at once the first time: the
+        # time was spent already and a fresh connection usually works; then the backoff applies
+        delay = 0.0 if transport_fault and attempt == 0 else retry_delay(attempt, retry_after)
         if deadline is not None and time.monotonic() + delay >= deadline:
             raise BackendError(f"{problem} (gave up after {tries}: the retry time of {retry_seconds:g} s is spent)",
                                retryable=True, status=status)

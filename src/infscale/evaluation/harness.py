@@ -201,7 +201,7 @@ def parse_budgets(text: str | list[int]) -> list[int]:
         except (TypeError, ValueError):
             raise ConfigError("budgets", f"cannot read {b!r} as an integer", "comma-separated integers >= 1, e.g. 1,2,4,8") from None
         if v < 1 or v > MAX_WIDTH:
-            raise ConfigError("budgets", f"got {v}", f"comma-separated integers in [1, {MAX_WIDTH}] (the work "
+            raise ConfigError("budgets", f"got {v}", f"comma-separated integers >= 1 and <= {MAX_WIDTH} (the work "
                               "limit), e.g. 1,2,4,8")
         out.append(v)
     if not out:

@@ -132,7 +132,9 @@ class FakeOpenAIServer:
 
     def start(self) -> "FakeOpenAIServer":
         handler = type("_Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        from .fault_proxy import QuietHTTPServer  # noqa: PLC0415  (a client that left is no traceback)
+
+        self._httpd = QuietHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -118,7 +118,7 @@ class FaultProxy:
     def start(self) -> "FaultProxy":
         handler = type("_Handler", (_ProxyHandler,), {"proxy": self})
         self._stopping.clear()
-        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
+        self._httpd = QuietHTTPServer(("127.0.0.1", 0), handler)
         self._port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
@@ -195,7 +195,9 @@ class FaultProxy:
             return kind
 
 
-class _QuietServer(ThreadingHTTPServer):
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that does not print a traceback when a client goes away."""
+
     daemon_threads = True
 
     def handle_error(self, request, client_address) -> None:  # a client that went away is no news
