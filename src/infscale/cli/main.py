@@ -142,14 +142,15 @@ def _ask(args) -> int:
     from ..api import load_generator  # noqa: PLC0415
     from ..params import Budget, SamplingParams  # noqa: PLC0415
     from ..strategies import get_strategy  # noqa: PLC0415
+    from ..params import MAX_WIDTH  # noqa: PLC0415
     from ..strategies.runner import check_n, run  # noqa: PLC0415
     from ..types import Problem  # noqa: PLC0415
     from ..tasks import get_task  # noqa: PLC0415
 
     # validate everything before loading a model
     strat = get_strategy(args.strategy)
-    if args.n is None:  # auto: n only caps the policy's budget, so no cap unless given
-        args.n = 1 << 16 if getattr(strat, "n_is_cap", False) else 8
+    if args.n is None:  # auto: n only caps the policy's budget, so no cap but the work limit unless given
+        args.n = MAX_WIDTH if getattr(strat, "n_is_cap", False) else 8
     check_n(args.n)
     given = _param_pairs(args.param)
     if args.policy is not None:
@@ -195,7 +196,7 @@ def _ask(args) -> int:
     else:
         _progress(f"using the server at {args.backend_url} (model: {args.model or 'its first model'}) ...")
     gen = load_generator(args.model, backend_url=args.backend_url, **engine_options)
-    width = "no cap" if args.n == 1 << 16 else f"n={args.n}"
+    width = "no cap" if args.n == MAX_WIDTH else f"n={args.n}"
     _progress(f"running {strat.name} with {width} ({time.monotonic() - t0:.1f}s to load)")
     problem = Problem(question=args.question, task=args.task, id="cli")
     result = asyncio.run(run(problem, gen, strat, n=args.n, scorer=args.scorer, params=params, budget=budget,
