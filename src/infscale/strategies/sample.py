@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -106,8 +107,8 @@ class SampleStrategy(Strategy):
         self.mixed_temperatures = mixed_temperatures
         self.__doc__ = doc or summary
 
-    def options(self, given: dict[str, Any]) -> dict[str, Any]:
-        out = super().options(given)
+    def options(self, given: dict[str, Any], limits: Mapping[str, float] | None = None) -> dict[str, Any]:
+        out = super().options(given, limits)
         if self.mixed_temperatures:
             out["temperatures"] = ",".join(f"{t:g}" for t in parse_temperatures(out["temperatures"]))
         return out
