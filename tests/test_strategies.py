@@ -144,7 +144,7 @@ def check_contract(r: infscale.Result, name: str, n: int) -> None:
     assert len(r.candidates) <= n
     assert r.usage.calls >= len(r.candidates)
     strat = infscale.STRATEGIES[name]
-    if getattr(getattr(getattr(strat, "config", None), "expand", None), "keeps_parents", False):
+    if getattr(getattr(getattr(strat, "config", None), "expand", None), "shares_prefixes", False):
         # a tree search's solutions share the prefixes they forked from, each generated once
         assert r.usage.generated_tokens >= max((c.generated_tokens for c in r.candidates), default=0)
     else:

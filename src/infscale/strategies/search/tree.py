@@ -158,6 +158,7 @@ class UCTExpand:
     backed up again, no tokens). ``parallel`` simulations run together: in-flight ones count as
     visits of value 0 on their path (virtual loss), so the others spread out."""
 
+    shares_prefixes = True  # its solutions share the steps they forked from (each generated once)
     specs = {"width": ParamSpec(int, 4, "children per node before UCT descends into them", lo=1),
              "c": ParamSpec(float, 1.0, "UCT exploration constant (values are probabilities in [0, 1])", lo=0.0),
              "parallel": PARALLEL, "max_kept": MAX_KEPT}
@@ -357,6 +358,7 @@ class ThompsonExpand:
     :func:`ab_choice` until a node chooses GEN; that node gets a new child (forking its kept
     sequence) and a rollout from it runs to the end of the solution, each step a tree node."""
 
+    shares_prefixes = True  # its solutions share the steps they forked from (each generated once)
     specs = {"prior": ParamSpec(str, "beta", "score posterior for Thompson sampling", choices=("beta", "gaussian")),
              "parallel": PARALLEL, "max_kept": MAX_KEPT}
 
