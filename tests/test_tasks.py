@@ -63,7 +63,7 @@ def test_get_task_unknown_name_raises_config_error():
     with pytest.raises(ConfigError) as info:
         get_task("poetry")
     assert info.value.param == "task"
-    assert str(info.value) == "task: unknown task 'poetry' (accepted: math, mcq, code, text)"
+    assert str(info.value) == "task: unknown task 'poetry' (accepted: math, mcq, code, text, json, tool-call)"
 
 
 # --- math extraction ---------------------------------------------------------------------------

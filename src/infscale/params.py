@@ -7,6 +7,7 @@ accepted.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, replace
 
@@ -38,6 +39,10 @@ class SamplingParams:
     logprobs: return per-token log-probabilities.
     top_logprobs: also return the k most likely alternatives at each position (0..20).
     ignore_eos: keep generating past end-of-text tokens (benchmarks; the embedded engine only).
+    response_format: OpenAI's ``response_format`` object as JSON text (``{"type": "json_object"}``
+        or ``{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}``): the
+        completion is constrained to JSON (to the schema). None: free text. Generators that
+        cannot constrain decoding say so (``Capabilities.response_format``).
     """
 
     temperature: float = 0.7
@@ -50,6 +55,7 @@ class SamplingParams:
     logprobs: bool = True
     top_logprobs: int = 0
     ignore_eos: bool = False
+    response_format: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -67,6 +73,8 @@ class SamplingParams:
         for s in self.stop:
             if not isinstance(s, str) or not s:
                 raise ConfigError("stop", f"stop strings must be non-empty strings, got {s!r}", "non-empty strings")
+        if self.response_format is not None:
+            _check_response_format(self.response_format)
 
     @property
     def greedy(self) -> bool:
@@ -99,6 +107,23 @@ class Budget:
             _check_int("budget.calls", self.calls, lo=1, accepted="an integer >= 1 or None")
         if self.seconds is not None:
             _check_number("budget.seconds", self.seconds, lo=0.0, lo_open=True, accepted="a number > 0 or None")
+
+
+def _check_response_format(text) -> None:
+    accepted = ('JSON text of {"type": "json_object"} or {"type": "json_schema", "json_schema": '
+                '{"name": ..., "schema": {...}}}')
+    try:
+        rf = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        rf = None
+    kind = rf.get("type") if isinstance(rf, dict) else None
+    if kind == "json_object":
+        return
+    if kind == "json_schema":
+        spec = rf.get("json_schema")
+        if isinstance(spec, dict) and isinstance(spec.get("schema", {}), dict):
+            return
+    raise ConfigError("response_format", f"got {text!r}"[:200], accepted)
 
 
 def _check_number(name, value, *, lo=None, hi=None, lo_open=False, accepted=""):

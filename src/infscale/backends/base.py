@@ -33,6 +33,7 @@ class Capabilities:
     chat_template: bool = True  # False: a base model prompted with plain text
     reports_stop: bool = True  # Completion.stop names the stop string that ended it (None: end of text)
     confidence: bool = False  # per-token confidence (GenRequest.confidence) and its early-stop rule
+    response_format: bool = False  # decoding constrained to JSON / a JSON schema (SamplingParams.response_format)
 
 
 def _settle(o) -> Completion:

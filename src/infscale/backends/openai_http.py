@@ -106,7 +106,7 @@ class OpenAIGenerator(Generator):
         self.mode = mode
         self.backoff_base = float(backoff_base)
         self.backoff_cap = float(backoff_cap)
-        self.capabilities = Capabilities(kv_fork=False, reports_stop=False)  # known after the probe
+        self.capabilities = Capabilities(kv_fork=False, reports_stop=False, response_format=True)  # probed
         self.probe: dict[str, Any] = {}
         self._max_tokens_key = "max_tokens"
         self._ready = False
@@ -193,6 +193,8 @@ class OpenAIGenerator(Generator):
         body[key] = int(params.max_tokens)
         if params.stop:
             body["stop"] = list(params.stop)
+        if params.response_format is not None:
+            body["response_format"] = json.loads(params.response_format)
         use_seed = seed if seed is not None else params.seed
         if use_seed is not None:
             body["seed"] = int(use_seed)
@@ -410,8 +412,10 @@ class _StreamBroken(Exception):
 
 
 def _with_confidence(c: Capabilities) -> Capabilities:
-    """Token confidence is computed from top logprobs: available exactly where they are."""
-    return dataclasses.replace(c, confidence=bool(c.top_logprobs))
+    """Token confidence is computed from top logprobs: available exactly where they are.
+    ``response_format`` is passed to the server as it is (vLLM, SGLang, llama-server and Ollama
+    constrain decoding with it; a server that refuses it answers 400, which is reported)."""
+    return dataclasses.replace(c, confidence=bool(c.top_logprobs), response_format=True)
 
 
 def _stream_if_ruled(req: GenRequest, body: dict[str, Any], *, chat: bool) -> None:

@@ -228,7 +228,11 @@ async def _generate(request: Request, body: ChatCompletionRequest | CompletionRe
     except Exception as e:  # noqa: BLE001
         return error_response(e)
     service.metrics.latency.observe(time.monotonic() - t0, endpoint=endpoint, strategy=plan.strategy)
-    return JSONResponse(service.response(plan, result, rid, created))
+    try:
+        body_out = service.response(plan, result, rid, created)
+    except ApiError as e:  # e.g. no candidate made the call tool_choice requires
+        return error_response(e)
+    return JSONResponse(body_out)
 
 
 def _cancelled_by_shutdown(service: Service) -> bool:
@@ -360,13 +364,22 @@ async def _stream(request: Request, service: Service, plan: Plan, rid: str, crea
             yield _sse(to_http(e)[1])
             yield "data: [DONE]\n\n"
             return
-        picked, answers = service.choices(plan, result)
+        try:
+            picked, answers = service.choices(plan, result)
+        except ApiError as e:  # e.g. no candidate made the call tool_choice requires: an error event
+            yield _sse(to_http(e)[1])
+            yield "data: [DONE]\n\n"
+            return
         extension = service.infscale_field(plan, result, answers)
-        for i, (text, finish) in enumerate(picked):
-            for piece in _PIECE.findall(text):
-                delta: Any = ({"role": "assistant", "content": piece} if i else {"content": piece}) if chat else piece
+        for i, choice in enumerate(picked):
+            if chat and choice.tool_calls:
+                calls = [{"index": j, **tc} for j, tc in enumerate(choice.tool_calls)]
+                delta: Any = {"role": "assistant", "content": None, "tool_calls": calls} if i else {"tool_calls": calls}
                 yield _sse(_chunk(plan, rid, created, i, delta, None))
-            last = _chunk(plan, rid, created, i, {} if chat else "", finish)
+            for piece in _PIECE.findall(choice.text or ""):
+                delta = ({"role": "assistant", "content": piece} if i else {"content": piece}) if chat else piece
+                yield _sse(_chunk(plan, rid, created, i, delta, None))
+            last = _chunk(plan, rid, created, i, {} if chat else "", choice.finish_reason)
             if i == len(picked) - 1:
                 last["infscale"] = extension
             yield _sse(last)

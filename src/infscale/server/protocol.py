@@ -9,14 +9,19 @@ so a typo never passes silently.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator,
+                      model_validator)
 
 __all__ = [
     "Limits",
     "InfscaleOptions",
     "ChatMessage",
+    "Tool",
+    "ResponseFormat",
+    "UNSUPPORTED_FIELDS",
     "ChatCompletionRequest",
     "CompletionRequest",
     "StreamOptions",
@@ -93,27 +98,148 @@ class TextPart(BaseModel):
     _text = field_validator("text")(_unicode)
 
 
-class ChatMessage(BaseModel):
-    """One turn. ``developer`` is read as ``system``; content may be a string or text parts."""
+class FunctionCallIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: StrictStr = Field(..., min_length=1)
+    arguments: StrictStr = Field("{}", description="the arguments as JSON text")
+
+    _text = field_validator("name", "arguments")(_unicode)
+
+
+class ToolCallIn(BaseModel):
+    """A function call an earlier assistant turn made (multi-turn tool use)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: StrictStr | list[TextPart]
-    name: StrictStr | None = None
+    id: StrictStr | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
 
-    _text = field_validator("content", "name")(_unicode)
+
+class ChatMessage(BaseModel):
+    """One turn. ``developer`` is read as ``system``; content may be a string or text parts.
+
+    ``tool`` turns (a function's result, with ``tool_call_id``) and assistant turns that made
+    ``tool_calls`` (content may then be null) are accepted; :func:`render_messages` writes
+    them as text every model can read."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: StrictStr | list[TextPart] | None = None
+    name: StrictStr | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: StrictStr | None = None
+
+    _text = field_validator("content", "name", "tool_call_id")(_unicode)
+
+    @model_validator(mode="after")
+    def _content_or_calls(self):
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (it may be null only in an assistant turn with tool_calls)")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(p.text for p in self.content)
 
 
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: StrictStr = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the function's name")
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = Field(None, description="a JSON schema of the arguments")
+    strict: StrictBool | None = None
+
+    _text = field_validator("description")(_unicode)
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: StrictStr
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: StrictStr = Field(..., min_length=1, max_length=64)
+    description: StrictStr | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """``text`` (free text), ``json_object`` (any JSON value) or ``json_schema``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self):
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema object ({'name': ..., 'schema': {...}})")
+        return self
+
+    def wire(self) -> str | None:
+        """The object as :attr:`~infscale.params.SamplingParams.response_format` holds it (None: text)."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return json.dumps({"type": "json_object"})
+        spec = self.json_schema.model_dump(by_alias=True, exclude_none=True)  # type: ignore[union-attr]
+        return json.dumps({"type": "json_schema", "json_schema": spec}, ensure_ascii=False)
+
+
+#: OpenAI request fields this server cannot honour, with the values that mean "not used":
+#: a request that sets one otherwise is refused (400 naming it), never quietly ignored.
+UNSUPPORTED_FIELDS: dict[str, tuple[tuple[Any, ...], str]] = {
+    "logprobs": ((None, False, 0), "false (token log-probabilities are not returned; see the infscale field)"),
+    "top_logprobs": ((None, 0), "0"),
+    "logit_bias": ((None, {}), "null or {}"),
+    "presence_penalty": ((None, 0, 0.0), "0"),
+    "frequency_penalty": ((None, 0, 0.0), "0"),
+    "repetition_penalty": ((None, 1, 1.0), "1"),
+    "functions": ((None,), "null (use tools)"),
+    "function_call": ((None,), "null (use tool_choice)"),
+    "audio": ((None,), "null"),
+    "modalities": ((None, ["text"]), '["text"]'),
+    "prediction": ((None,), "null"),
+    "suffix": ((None, ""), "null"),
+    "web_search_options": ((None,), "null"),
+    "reasoning_effort": ((None,), "null"),
+    "guided_json": ((None,), "null (use response_format)"),
+    "guided_grammar": ((None,), "null"),
+    "guided_regex": ((None,), "null"),
+    "guided_choice": ((None,), "null"),
+}
+
+
 class _Sampling(BaseModel):
     """Fields shared by both generation endpoints."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # extras are ignored, except UNSUPPORTED_FIELDS (refused)
 
     model: StrictStr = Field(..., min_length=1, description="MODEL, or STRATEGY[-BUDGET]:MODEL")
     temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy; default: the server's (0.7)")
@@ -126,7 +252,20 @@ class _Sampling(BaseModel):
     seed: StrictInt | None = Field(None, ge=-(2**63), lt=2**63, description="base seed (default: a fresh one)")
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = Field(None, description="json_object / json_schema: JSON answers, "
+                                                   "folded by parsed value")
     infscale: InfscaleOptions | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """``(field, accepted)`` of the first field set that this server cannot honour."""
+        for key, value in (self.model_extra or {}).items():
+            spec = UNSUPPORTED_FIELDS.get(key)
+            if spec is not None and not any(value == ok and type(value) is type(ok) or value is ok
+                                            for ok in spec[0]):
+                return key, spec[1]
+            if key in ("tools", "tool_choice", "parallel_tool_calls") and value is not None:
+                return key, "null here (tools are taken by /v1/chat/completions)"
+        return None
 
     _text = field_validator("model")(_unicode)
 
@@ -141,6 +280,10 @@ class _Sampling(BaseModel):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1, description="the newer name of max_tokens")
+    tools: list[Tool] | None = Field(None, max_length=128, description="functions the model may call; the "
+                                     "strategy votes over calls folded by name and canonical arguments")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
 
 
 class CompletionRequest(_Sampling):

@@ -20,6 +20,7 @@ and ``n`` is 1); with a strategy, ``n`` asks for the ``n`` best answers of its d
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import secrets
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tasks import get_task, group_answers
+from ..tasks.structured import canonical_json, parse_tool_answer, tool_instructions
 from ..backends.base import Generator
 from ..errors import ConfigError
 from ..params import Budget, SamplingParams
@@ -42,7 +44,7 @@ from .errors import ApiError
 from .metrics import Metrics
 from .protocol import ChatCompletionRequest, CompletionRequest
 
-__all__ = ["ServerConfig", "Plan", "Service", "Admission", "Progress", "parse_model_name", "usage_dict"]
+__all__ = ["ServerConfig", "Plan", "Choice", "Service", "Admission", "Progress", "parse_model_name", "usage_dict"]
 
 _BUDGET_SUFFIX = re.compile(r"[0-9]{1,1000}")  # any size: too large is the budget check's error, not "unknown strategy"
 
@@ -139,6 +141,20 @@ class Plan:
     stream: bool = False
     include_usage: bool = False
     progress: bool = False
+    #: the function names the model may call (``None``: no tools offered), and the caller's
+    #: ``tool_choice``: ``"auto"``, ``"required"`` or one function's name
+    tools: tuple[str, ...] | None = None
+    tool_choice: str = "auto"
+
+
+@dataclass
+class Choice:
+    """One response choice: text (``None`` for a message that only calls functions), finish
+    reason, and the function calls (OpenAI's ``tool_calls``) when it makes any."""
+
+    text: str | None
+    finish_reason: str
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -239,6 +255,10 @@ class Service:
         """Check the request against the served model and the registries; raise a 4xx."""
         cfg = self.config
         chat = isinstance(req, ChatCompletionRequest)
+        refused = req.unsupported()
+        if refused is not None:
+            raise ApiError(400, f"{refused[0]}: not supported by this server (accepted: {refused[1]})",
+                           param=refused[0], code="unsupported")
         name_strategy, name_budget, base = parse_model_name(req.model)
         if base != self.model_name:
             head, sep, rest = req.model.partition(":")
@@ -282,6 +302,15 @@ class Service:
         if scorer is not None:
             _renamed(lambda: get_scorer(scorer), "scorer", "infscale.scorer")
         task = (ext.task if ext is not None and ext.task else None) or cfg.default_task
+        tools, tool_choice, response_format = _structured(req)
+        if tools is not None or response_format is not None:
+            wanted_task = "tool-call" if tools is not None else "json"
+            if ext is not None and ext.task and ext.task != wanted_task:
+                field = "tools" if tools is not None else "response_format"
+                raise ApiError(400, f"infscale.task: {ext.task!r} cannot be used with {field} (its answers are "
+                               f"read by the {wanted_task} task; accepted: no infscale.task)", param="infscale.task",
+                               code="invalid_value")
+            task = wanted_task
 
         max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or cfg.default_max_tokens
         tokens_param = "max_completion_tokens" if getattr(req, "max_completion_tokens", None) else "max_tokens"
@@ -295,7 +324,7 @@ class Service:
             top_p=1.0 if req.top_p is None else float(req.top_p),
             top_k=req.top_k or 0,
             min_p=0.0 if req.min_p is None else float(req.min_p),
-            max_tokens=max_tokens, stop=stop, seed=seed,
+            max_tokens=max_tokens, stop=stop, seed=seed, response_format=response_format,
         )
         limits = Budget(seconds=cfg.max_request_seconds)  # every request is bounded in time
         if ext is not None and ext.limits is not None:
@@ -303,8 +332,14 @@ class Service:
                                                                                      cfg.max_request_seconds)
             limits = Budget(generated_tokens=ext.limits.generated_tokens, calls=ext.limits.calls, seconds=seconds)
         if chat:
-            messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                        for m in req.messages]
+            messages = render_messages(req.messages)
+            if tools is not None:
+                note = tool_instructions([t.model_dump(exclude_none=True) for t in req.tools or []],
+                                         None if tool_choice == "auto" else tool_choice)
+                if messages[0]["role"] == "system":
+                    messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + note}
+                else:
+                    messages.insert(0, {"role": "system", "content": note})
             problem = Problem(messages=messages, task=task)
         else:
             if req.echo:
@@ -318,13 +353,26 @@ class Service:
             n=req.n, scorer=scorer, options=raw_options, task=task, seed=seed, params=params, limits=limits,
             problem=problem, stream=req.stream,
             include_usage=bool(req.stream_options and req.stream_options.include_usage),
-            progress=bool(ext and ext.progress),
+            progress=bool(ext and ext.progress), tools=tools, tool_choice=tool_choice,
         )
 
     async def check_capabilities(self, plan: Plan) -> None:
         """Refuse (400, naming the request field) a plan whose strategy or scorer needs a
         capability the served generator lacks, before it takes a slot."""
         strat, opts, sc = resolve(plan.strategy, plan.scorer, plan.options, self.config.work_limits())
+        if plan.params.response_format is not None:
+            if not getattr(self.generator.capabilities, "response_format", False):
+                raise ApiError(400, f"response_format: the served model {self.model_name!r} cannot constrain "
+                               "decoding to JSON (the embedded engine does not; accepted: no response_format, or "
+                               "a server started with --backend-url of a server that takes it, e.g. vLLM, SGLang, "
+                               "llama-server)", param="response_format", code="unsupported")
+            steps = [r for r in strat.requires(opts) if "prefill" in (r.capability if isinstance(r.capability, tuple)
+                                                                        else (r.capability,))]
+            if steps:
+                raise ApiError(400, f"response_format: strategy {plan.strategy!r} continues partial answers step "
+                               "by step, which a whole-answer JSON constraint cannot follow (accepted: a "
+                               "sample-level strategy, e.g. majority, best-of-n, weighted)",
+                               param="response_format", code="unsupported")
         try:
             await check_capabilities(Meter(self.generator), strat, opts, sc)
         except ConfigError as e:
@@ -395,25 +443,35 @@ class Service:
         return len(left)
 
     # ----------------------------------------------------------------- responses
-    def choices(self, plan: Plan, result: Result) -> tuple[list[tuple[str, str]], list[str]]:
-        """``[(text, finish_reason)]`` for the response choices, and the answers they carry.
+    def choices(self, plan: Plan, result: Result) -> tuple[list[Choice], list[str]]:
+        """The response choices, and the answers they carry.
 
         Plain model: the first ``n`` samples as they are. Strategy: for each of the ``n`` best
         answers, the full text of its best candidate (highest score, then highest mean token
-        log-probability; first on ties). An abstaining strategy returns its first candidate."""
+        log-probability; first on ties). An abstaining strategy returns its first candidate.
+        With tools, an answer that calls functions becomes a ``tool_calls`` message; answers
+        that call functions not offered, or that do not call one when ``tool_choice`` requires
+        it, are passed over (none left: a 502 naming ``tool_choice``, or for ``auto`` the
+        first candidate's text)."""
         cands = sorted(result.candidates, key=lambda c: c.index)
         if plan.plain:
             picked = cands[: plan.n]
-            return [(c.text, _finish(c)) for c in picked], [c.answer for c in picked if c.answer is not None]
-        wanted = list(result.answers)
+            return ([self._choice(plan, c.text, _finish(c), c.answer) for c in picked],
+                    [c.answer for c in picked if c.answer is not None])
+        wanted = [a for a in result.answers if self._acceptable(plan, a)]
         for m in result.distribution:
             if len(wanted) >= plan.n:
                 break
-            if m.answer not in wanted:
+            if m.answer not in wanted and self._acceptable(plan, m.answer):
                 wanted.append(m.answer)
         wanted = wanted[: plan.n]
         if not wanted:
-            return ([(cands[0].text, _finish(cands[0]))] if cands else [("", "stop")]), []
+            if plan.tools is not None and plan.tool_choice != "auto":
+                what = "a function" if plan.tool_choice == "required" else f"the function {plan.tool_choice!r}"
+                raise ApiError(502, f"tool_choice: no candidate of the strategy called {what} with JSON arguments "
+                               f"({len(cands)} candidates); retry with a larger budget or tool_choice auto",
+                               "server_error", "tool_choice", "no_tool_call")
+            return ([Choice(cands[0].text, _finish(cands[0]))] if cands else [Choice("", "stop")]), []
         task = get_task(plan.task)
         with_answer = [c for c in cands if c.answer is not None]
         ids = group_answers(task, wanted + [c.answer for c in with_answer])
@@ -422,8 +480,30 @@ class Service:
         for a, k in zip(wanted, want_ids):
             members = [c for c, ck in zip(with_answer, cand_ids) if ck == k]
             best = max(members, key=_quality) if members else None
-            out.append((best.text, _finish(best)) if best is not None else (a, "stop"))
+            out.append(self._choice(plan, best.text, _finish(best), a) if best is not None
+                       else self._choice(plan, a, "stop", a))
         return out, wanted
+
+    @staticmethod
+    def _acceptable(plan: Plan, answer: str | None) -> bool:
+        if answer is None or plan.tools is None:
+            return answer is not None
+        calls = parse_tool_answer(answer)
+        if calls is None:
+            return plan.tool_choice == "auto"
+        names = {c["name"] for c in calls}
+        allowed = set(plan.tools) if plan.tool_choice in ("auto", "required") else {plan.tool_choice}
+        return names <= allowed
+
+    @staticmethod
+    def _choice(plan: Plan, text: str, finish: str, answer: str | None) -> Choice:
+        calls = parse_tool_answer(answer) if plan.tools is not None else None
+        if calls is None or not {c["name"] for c in calls} <= set(plan.tools or ()):
+            return Choice(text, finish)
+        return Choice(None, "tool_calls", [
+            {"id": "call_" + secrets.token_hex(12), "type": "function",
+             "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
+            for c in calls])
 
     def infscale_field(self, plan: Plan, result: Result, answers: list[str]) -> dict[str, Any]:
         u = result.usage
@@ -447,12 +527,12 @@ class Service:
     def response(self, plan: Plan, result: Result, rid: str, created: int) -> dict[str, Any]:
         picked, answers = self.choices(plan, result)
         if plan.kind == "chat":
-            choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": fin,
-                        "logprobs": None} for i, (text, fin) in enumerate(picked)]
+            choices = [{"index": i, "message": _message(c), "finish_reason": c.finish_reason, "logprobs": None}
+                       for i, c in enumerate(picked)]
             obj = "chat.completion"
         else:
-            choices = [{"index": i, "text": text, "finish_reason": fin, "logprobs": None}
-                       for i, (text, fin) in enumerate(picked)]
+            choices = [{"index": i, "text": c.text or "", "finish_reason": c.finish_reason, "logprobs": None}
+                       for i, c in enumerate(picked)]
             obj = "text_completion"
         return {"id": rid, "object": obj, "created": created, "model": plan.model, "choices": choices,
                 "usage": usage_dict(result), "infscale": self.infscale_field(plan, result, answers)}
@@ -493,6 +573,68 @@ class Service:
         card["id"] = model_id
         card["infscale"] = {**card["infscale"], "budget": budget}
         return card
+
+
+def _message(c: Choice) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": c.text}
+    if c.tool_calls:
+        msg["tool_calls"] = c.tool_calls
+    return msg
+
+
+def render_messages(messages: list[Any]) -> list[dict[str, str]]:
+    """Chat turns as plain ``role``/``content`` pairs every backend and template takes:
+    ``developer`` becomes ``system``; an assistant turn's ``tool_calls`` are written as the
+    ``<tool_call>`` blocks the model is asked to write; a ``tool`` turn (a function's result)
+    becomes a user turn ``<tool_response>...</tool_response>``."""
+    out = []
+    for m in messages:
+        text = m.text()
+        if m.role == "tool":
+            out.append({"role": "user", "content": f"<tool_response>{text}</tool_response>"})
+            continue
+        if m.role == "assistant" and m.tool_calls:
+            blocks = []
+            for tc in m.tool_calls:
+                try:
+                    args = json.loads(tc.function.arguments or "{}")
+                except ValueError:
+                    args = tc.function.arguments
+                blocks.append("<tool_call>" + canonical_json({"name": tc.function.name, "arguments": args})
+                              + "</tool_call>")
+            text = "\n".join(([text] if text else []) + blocks)
+        out.append({"role": "system" if m.role == "developer" else m.role, "content": text})
+    return out
+
+
+def _structured(req: ChatCompletionRequest | CompletionRequest) -> tuple[tuple[str, ...] | None, str, str | None]:
+    """``(tool names or None, tool_choice, response_format wire text or None)``, checked."""
+    rf = req.response_format.wire() if req.response_format is not None else None
+    tools = getattr(req, "tools", None)
+    choice = getattr(req, "tool_choice", None)
+    if tools is not None and not tools:
+        raise ApiError(400, "tools: an empty list (accepted: at least one function, or no tools field)",
+                       param="tools", code="invalid_value")
+    if tools is None:
+        if choice is not None and choice != "none":
+            raise ApiError(400, "tool_choice: given without tools (accepted: tools with it, or no tool_choice)",
+                           param="tool_choice", code="invalid_value")
+        return None, "auto", rf
+    names = tuple(t.function.name for t in tools)
+    if len(set(names)) != len(names):
+        raise ApiError(400, "tools: two functions share a name (accepted: distinct names)", param="tools",
+                       code="invalid_value")
+    if choice == "none":
+        return None, "auto", rf  # the model may not call: it is not shown the functions
+    if rf is not None:
+        raise ApiError(400, "response_format: cannot be combined with tools here (accepted: text, or no tools)",
+                       param="response_format", code="unsupported")
+    if choice is None or isinstance(choice, str):
+        return names, choice or "auto", None
+    if choice.function.name not in names:
+        raise ApiError(400, f"tool_choice: function {choice.function.name!r} is not among tools (accepted: "
+                       f"{', '.join(names)})", param="tool_choice", code="invalid_value")
+    return names, choice.function.name, None
 
 
 def usage_dict(result: Result) -> dict[str, int]:
