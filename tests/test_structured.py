@@ -310,3 +310,47 @@ def test_streamed_request_without_the_required_call_ends_with_an_error_event(ser
     with pytest.raises(openai.APIError, match="tool_choice"):
         for _ in stream:
             pass
+
+
+# ------------------------------------------------- LiteLLM and DSPy, as their docs describe
+
+
+def test_litellm_gets_an_answer_through_a_strategy(serve, monkeypatch):
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of the price list
+    litellm = pytest.importorskip("litellm")
+    srv, _ = serve(fake(None))
+    # LiteLLM's OpenAI-compatible provider: model "openai/<name>" with api_base
+    r = litellm.completion(model="openai/majority-8:fake", api_base=srv.base_url, api_key="none",
+                           messages=[{"role": "user", "content": "What is 6 * 7?"}], seed=0)
+    assert r.choices[0].message.content == "some work\nAnswer: 42"
+    r = litellm.completion(model="openai/majority-4:fake", api_base=srv.base_url, api_key="none", messages=ASK,
+                           tools=[WEATHER], seed=0)
+    assert r.choices[0].finish_reason == "stop"  # the fake answers without calling
+
+
+def test_litellm_tool_call_through_a_strategy(serve, monkeypatch):
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    litellm = pytest.importorskip("litellm")
+    srv, _ = serve(fake(tool_model(0.6)))
+    r = litellm.completion(model="openai/majority-8:fake", api_base=srv.base_url, api_key="none", messages=ASK,
+                           tools=[WEATHER], seed=3)
+    call = r.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments)["city"] == "Paris"
+
+
+def test_dspy_predict_gets_an_answer_through_a_strategy(serve, monkeypatch):
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    dspy = pytest.importorskip("dspy")
+
+    def reply(req, rng):  # DSPy's chat adapter reads fields between [[ ## name ## ]] markers
+        answer = "42" if rng.random() < 0.6 else "41"
+        return f"[[ ## answer ## ]]\n{answer}\n\n[[ ## completed ## ]]"
+
+    gen = fake(reply)
+    seen = record_requests(gen)
+    srv, _ = serve(gen)
+    lm = dspy.LM("openai/majority-8:fake", api_base=srv.base_url, api_key="none", cache=False)
+    with dspy.context(lm=lm):
+        out = dspy.Predict("question -> answer")(question="What is 6 * 7?")
+    assert out.answer == "42"
+    assert len(seen) == 8  # one request, eight samples voted on by the server
