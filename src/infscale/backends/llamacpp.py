@@ -266,7 +266,9 @@ class LlamaEngine(Generator):
     else every usable core; ``"auto"``: chosen by measuring decode steps, between all usable
     cores and one, and re-checked while running, see :class:`_ThreadTuner` — for a machine
     shared with other CPU-bound work; seeded samples then depend on when it switched). chat_template: ``"auto"`` (from the GGUF metadata; none means a base model
-    prompted with plain text) or a Jinja template string.
+    prompted with plain text) or a Jinja template string. n_gpu_layers: layers offloaded to a GPU
+    (llama.cpp's offload; -1: all; needs llama-cpp-python built with CUDA or Metal, a CPU-only
+    build keeps them on the CPU).
 
     reproducible: decode one sample at a time from an empty cache, so that a sample depends only
     on its prompt, parameters and seed, never on what else was running. The default batched mode
@@ -293,8 +295,11 @@ class LlamaEngine(Generator):
         chat_template: str | None = "auto",
         model_name: str | None = None,
         reproducible: bool = False,
+        n_gpu_layers: int = 0,
     ):
         setting = threads_setting(n_threads)
+        if isinstance(n_gpu_layers, bool) or not isinstance(n_gpu_layers, int) or n_gpu_layers < -1:
+            raise ConfigError("n_gpu_layers", f"got {n_gpu_layers!r}", "an integer >= -1 (-1: all layers)")
         if isinstance(max_live, bool) or not isinstance(max_live, int) or max_live < 1:
             raise ConfigError("max_live", f"got {max_live!r}", "an integer >= 1")
         path = Path(model_path)
@@ -310,7 +315,8 @@ class LlamaEngine(Generator):
         self._engine_id = next(self._ids)
 
         mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = 0
+        mparams.n_gpu_layers = n_gpu_layers  # llama.cpp offload (a CPU-only build keeps every layer on the CPU)
+        self.n_gpu_layers = n_gpu_layers
         mparams.use_extra_bufts = extra_buffer_types_safe()
         self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:

@@ -54,6 +54,9 @@ def register(sub) -> None:
                    help="problems in flight at once (default: what keeps the embedded engine full; 8 with --backend-url)")
     p.add_argument("--threads", default=None, help="llama.cpp threads of the embedded engine: N or auto "
                    "(default INFSCALE_THREADS, else every core; auto: chosen by measurement, for a shared machine)")
+    from ._engine import add_engine_arguments  # noqa: PLC0415
+
+    add_engine_arguments(p)
     p.add_argument("--subsamples", type=int, default=20,
                    help="subsamples per budget for strategies that reuse one sample pool (default 20)")
     p.add_argument("--temperature", type=float, default=0.7)
@@ -96,12 +99,14 @@ def _config(args):
     return cfg
 
 
-def _generator(config, threads=None, http=None):
+def _generator(config, threads=None, http=None, engine=None):
     from ..api import load_generator  # noqa: PLC0415
 
     options = {"reproducible": True} if config.reproducible else {}
     if threads is not None and config.backend_url is None:
         options["n_threads"] = threads
+    if config.backend_url is None:
+        options.update(engine or {})
     if config.backend_url is not None:
         options.update(http or {})
     return load_generator(config.model, backend_url=config.backend_url, **options)
@@ -181,6 +186,9 @@ def _run(args) -> int:
 
         check_run_id(args.resume)
     http = http_options(args)
+    from ._engine import engine_options  # noqa: PLC0415
+
+    engine = engine_options(args)
     store = open_store(args, create=True)
     try:
         if args.resume:
@@ -190,7 +198,7 @@ def _run(args) -> int:
             if not store.get_problems(run_id):  # its creation failed part way: there is nothing to continue
                 raise ConfigError("--resume", f"run {run_id} holds no problems (it failed while it was being "
                                   "created)", "start a new run with --dataset")
-            generator = _generator(config, args.threads, http)
+            generator = _generator(config, args.threads, http, engine)
         else:
             if not args.dataset:
                 raise ConfigError("dataset", "missing", "--dataset NAME|FILE.jsonl, or --resume RUN_ID")
@@ -200,7 +208,7 @@ def _run(args) -> int:
             problems = load_dataset(config.dataset, limit=config.limit, task=config.task,
                                     question_field=config.question_field, answer_field=config.answer_field,
                                     choices_field=config.choices_field)
-            generator = _generator(config, args.threads, http)
+            generator = _generator(config, args.threads, http, engine)
             run_id = start_run(store, config, problems, chat=generator.capabilities.chat_template)
         print(f"run: {run_id}", file=sys.stderr, flush=True)
         bar = ProgressBar(enabled=not args.no_progress)

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--backend-url", default=None, help="an OpenAI-compatible server instead of the embedded engine")
     a.add_argument("--threads", default=None, help="llama.cpp threads of the embedded engine: N or auto "
                    "(default INFSCALE_THREADS, else every core; auto: chosen by measurement, for a shared machine)")
+    from ._engine import add_engine_arguments  # noqa: PLC0415
+
+    add_engine_arguments(a)
     a.add_argument("--task", default="math", help="math, mcq, code or text (answer extraction)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--temperature", type=float, default=0.7)
@@ -184,7 +187,9 @@ def _ask(args) -> int:
 
     from ._http import http_options  # noqa: PLC0415
 
-    engine_options = http_options(args)
+    from ._engine import engine_options as _engine_options  # noqa: PLC0415
+
+    engine_options = {**http_options(args), **_engine_options(args)}
     if args.threads is not None and args.backend_url is None:
         from ..backends.llamacpp import threads_setting  # noqa: PLC0415
 

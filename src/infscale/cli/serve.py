@@ -36,6 +36,9 @@ def register(sub) -> None:
                         "--default-budget; 16 with --backend-url)")
     p.add_argument("--threads", default=None, help="llama.cpp threads of the embedded engine: N or auto "
                    "(default INFSCALE_THREADS, else every core; auto: chosen by measurement, for a shared machine)")
+    from ._engine import add_engine_arguments  # noqa: PLC0415
+
+    add_engine_arguments(p)
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for a slot; beyond: 429 (default 64)")
     p.add_argument("--max-budget", type=int, default=64, help="largest width (samples/particles/beams) per request")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default 1 MiB)")
@@ -109,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     from ._http import http_options  # noqa: PLC0415
 
+    from ._engine import engine_options as _engine_options  # noqa: PLC0415
+
     loaded = {}
-    engine_options = http_options(args)
+    engine_options = {**http_options(args), **_engine_options(args)}
     max_concurrency = args.max_concurrency
     if args.backend_url is None:
         from ..backends.llamacpp import best_concurrency, threads_setting  # noqa: PLC0415
