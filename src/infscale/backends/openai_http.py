@@ -25,6 +25,16 @@ the rule is checked as each token's logprobs arrive and, once it holds, the stre
 (the server stops generating when the connection drops), ``finish_reason="confidence"`` and the
 tokens received so far are counted. A retryable fault before the first event is retried like
 any request; one after it fails the request.
+
+vLLM and SGLang are recognised after the probe (:func:`~infscale.backends.probe.identify_server`:
+SGLang's ``GET /get_server_info``, vLLM's ``GET /version``) and named in :attr:`OpenAIGenerator.server`
+and the probe record. Both honour everything the probe asks (``n``, ``max_completion_tokens``,
+logprobs, ``continue_final_message``, stop reporting: ``stop_reason`` / ``matched_stop``), so
+step-level search continues a chat problem's partial answer with ``continue_final_message`` and a
+raw-prompt problem's through ``/v1/completions`` with the prompt text plus the steps so far; both
+servers' prefix caches (vLLM's automatic prefix caching, SGLang's radix cache) are keyed by
+tokens, so the shared prefix of every continuation is served from cache on either endpoint.
+``response_format`` (JSON / JSON schema) is passed as it is; both constrain decoding with it.
 """
 
 from __future__ import annotations
@@ -42,8 +52,9 @@ from ..errors import BackendError, ConfigError
 from ..params import SamplingParams
 from ..types import Completion, GenRequest
 from .base import Capabilities, Generator
-from .http import RETRYABLE_STATUSES, HttpTransport, error_message, normalise_base_url
-from .probe import REPROBE_SECONDS, assumed, map_finish_reason, parse_logprobs, probe_server, stop_reason
+from .http import RETRYABLE_STATUSES, HttpTransport, error_message, normalise_base_url, request_json, server_root
+from .probe import (REPROBE_SECONDS, assumed, identify_server, map_finish_reason, parse_logprobs, probe_server,
+                    stop_reason)
 
 __all__ = ["OpenAIGenerator"]
 
@@ -112,6 +123,9 @@ class OpenAIGenerator(Generator):
         self._ready = False
         self._reprobe_at: float | None = None  # when a probe that could not check everything runs again
         self.probes = 0  # probes completed
+        #: ``{"name": "vllm" | "sglang" | None, "version"}`` once probed (``None`` before; mode
+        #: ``full``/``basic`` does not ask)
+        self.server: dict[str, Any] | None = None
         self._warned_usage = False
         if mode != "auto":
             self.capabilities, self.probe, self._max_tokens_key = assumed(mode)
@@ -159,6 +173,9 @@ class OpenAIGenerator(Generator):
                         return self.probe
                     self.capabilities, self.probe, self._max_tokens_key = probed
                     self.capabilities = _with_confidence(self.capabilities)
+                    if self.server is None:
+                        self.server = await identify_server(self._get_once, server_root(self.base_url))
+                    self.probe["server"] = dict(self.server)
                     self.probes += 1
                     self._reprobe_at = time.monotonic() + REPROBE_SECONDS if probed.record.get("failed") else None
                 self.probe["model"] = self.model
@@ -401,6 +418,11 @@ class OpenAIGenerator(Generator):
         )
 
     # ------------------------------------------------------------------ HTTP
+
+    async def _get_once(self, url: str) -> Any:
+        """One GET without retries (the server identification: a missing route is an answer)."""
+        return await request_json(self.transport.client(), "GET", url, max_retries=0,
+                                  retry_delay=self.transport.retry_delay, retry_seconds=self.transport.settings.retry_seconds)
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         """POST ``body`` to ``path`` under the server's ``/v1``, with the transport's retries."""

@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 from ..errors import BackendError
 from .base import Capabilities
 
-__all__ = ["probe_server", "assumed", "Probed", "REPROBE_SECONDS", "CONSISTENT_REFUSALS", "map_finish_reason", "parse_logprobs", "stop_reason",
+__all__ = ["probe_server", "identify_server", "SERVERS", "assumed", "Probed", "REPROBE_SECONDS", "CONSISTENT_REFUSALS", "map_finish_reason", "parse_logprobs", "stop_reason",
            "STOP_REASON_KEYS"]
 
 logger = logging.getLogger("infscale")
@@ -150,6 +150,30 @@ def parse_logprobs(lp: Any) -> tuple[list[float], list[dict[str, float]], int]:
             tops.append(top)
         return logprobs, tops, len(token_lps)
     return logprobs, tops, 0
+
+
+#: Servers :func:`identify_server` recognises, and the route that identifies each (GET, under
+#: the server's root, not ``/v1``): SGLang's ``/get_server_info`` (its arguments and
+#: ``version``), vLLM's ``/version`` (``{"version"}``). SGLang is asked first, so a server that
+#: answered both would count as SGLang.
+SERVERS = (("sglang", "/get_server_info"), ("vllm", "/version"))
+
+#: ``get(url) -> decoded JSON``: one GET without retries (a missing route is an answer).
+Get = Callable[[str], Awaitable[Any]]
+
+
+async def identify_server(get: Get, root_url: str) -> dict[str, Any]:
+    """``{"name": "vllm" | "sglang" | None, "version": str | None}`` of the server at
+    ``root_url``. A route that is missing or fails says nothing; a server that answers neither
+    is ``None`` (llama-server, Ollama, a hosted API: probed by behaviour alone)."""
+    for name, route in SERVERS:
+        try:
+            data = await get(root_url + route)
+        except BackendError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("version"), str):
+            return {"name": name, "version": data["version"]}
+    return {"name": None, "version": None}
 
 
 def assumed(mode: str) -> Probed:

@@ -59,7 +59,7 @@ from dataclasses import dataclass, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-__all__ = ["Behaviour", "FakeOpenAIServer", "fake_tokens", "default_reply", "REWARD_PATHS"]
+__all__ = ["Behaviour", "FakeOpenAIServer", "fake_tokens", "default_reply", "REWARD_PATHS", "FLAVOURS"]
 
 _TOKEN_RE = re.compile(r"\s*\S+")
 
@@ -95,7 +95,16 @@ class Behaviour:
     prm_malformed: Callable[[str, Any], Any] | None = None
     stream_delay: float = 0.0
     token_confidence: Callable[[list[str], dict], list[float]] | None = None
+    flavour: str = "generic"  # "vllm" or "sglang": the server's own routes and choice fields (FLAVOURS)
+    version: str = "0.0.0-fake"
 
+
+#: Servers the fake can stand for, as their API docs describe them: vLLM answers ``GET /version``
+#: (``{"version"}``) and names the stop string in ``stop_reason``; SGLang answers ``GET
+#: /get_server_info`` (its server arguments and ``version``) and ``GET /get_model_info``
+#: (``{"model_path", "is_generation", ...}``) and names the stop in ``matched_stop``. Both honour
+#: ``n``, ``continue_final_message``, logprobs and ``response_format``.
+FLAVOURS = ("generic", "vllm", "sglang")
 
 #: The reward-model routes, as vLLM serves them (outside /v1, except the legacy /v1/score).
 REWARD_PATHS = ("/pooling", "/classify", "/score", "/v1/score")
@@ -306,7 +315,9 @@ class FakeOpenAIServer:
             text = "".join(tokens)
             generated += len(tokens)
             choice: dict[str, Any] = {"index": i, "finish_reason": finish, "logprobs": None}
-            if b.stop_reason:
+            if b.flavour == "sglang":
+                choice["matched_stop"] = matched
+            elif b.stop_reason:
                 choice["stop_reason"] = matched
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
@@ -357,8 +368,9 @@ class FakeOpenAIServer:
                                                                    "text_offset")}
             events.append(dict(head, choices=[c]))
         last: dict[str, Any] = {"index": 0, "finish_reason": choice["finish_reason"], "logprobs": None}
-        if "stop_reason" in choice:
-            last["stop_reason"] = choice["stop_reason"]
+        for key in ("stop_reason", "matched_stop"):
+            if key in choice:
+                last[key] = choice[key]
         if chat:
             last["delta"] = {}
         else:
@@ -543,9 +555,17 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         path = self.path.split("?", 1)[0].rstrip("/")
         fake._record("GET", path, None, dict(self.headers.items()))
+        b = fake.behaviour
         if path == "/v1/models":
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "infscale-fake"} for m in fake.behaviour.models]
             self._send(200, {"object": "list", "data": data})
+        elif b.flavour == "vllm" and path == "/version":
+            self._send(200, {"version": b.version})
+        elif b.flavour == "sglang" and path == "/get_server_info":
+            self._send(200, {"model_path": b.models[0], "tp_size": 1, "disable_radix_cache": False,
+                             "version": b.version})
+        elif b.flavour == "sglang" and path == "/get_model_info":
+            self._send(200, {"model_path": b.models[0], "tokenizer_path": b.models[0], "is_generation": True})
         else:
             self._error(404, f"no route for GET {path}", "not_found_error")
 
