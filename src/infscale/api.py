@@ -18,12 +18,20 @@ from .types import Problem, Result
 __all__ = ["ask", "load_generator"]
 
 
-def load_generator(model: str | None = None, *, backend_url: str | None = None, api_key: str | None = None,
-                   **engine_options: Any) -> Generator:
+def load_generator(model: str | None = None, *, backend_url: str | list[str] | None = None,
+                   api_key: str | None = None, **engine_options: Any) -> Generator:
     """The embedded engine for ``model`` (a registered name or a .gguf path; default
     ``smollm2-135m``), or an OpenAI-compatible server's generator when ``backend_url`` is given
     (``engine_options`` then are its connection settings: ``connect_timeout``, ``read_timeout``,
-    ``max_retries``, ``retry_seconds``, ...)."""
+    ``max_retries``, ``retry_seconds``, ...). A list of several URLs gives a
+    :class:`~infscale.backends.pool.BackendPool` that spreads requests over them."""
+    if isinstance(backend_url, (list, tuple)):
+        if len(backend_url) == 1:
+            backend_url = backend_url[0]
+        else:
+            from .backends.pool import BackendPool  # noqa: PLC0415
+
+            return BackendPool.from_urls(list(backend_url), model=model, api_key=api_key, **engine_options)
     if backend_url is not None:
         from .backends.openai_http import OpenAIGenerator  # noqa: PLC0415
 

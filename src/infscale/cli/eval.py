@@ -49,7 +49,8 @@ def register(sub) -> None:
     p.add_argument("--budgets", "-b", default="1,2,4,8", help="comma-separated widths (--n of each strategy)")
     p.add_argument("--seeds", type=int, default=1, help="run seeds 0..S-1 (default 1)")
     p.add_argument("--model", "-m", default=None, help="registered model name or .gguf path (default smollm2-135m)")
-    p.add_argument("--backend-url", default=None, help="an OpenAI-compatible server instead of the embedded engine")
+    p.add_argument("--backend-url", default=None, action="append", metavar="URL",
+                   help="an OpenAI-compatible server instead of the embedded engine; give it several times to spread requests over several servers (least outstanding requests; a failing one is taken out and retried later)")
     p.add_argument("--concurrency", type=int, default=None,
                    help="problems in flight at once (default: what keeps the embedded engine full; 8 with --backend-url)")
     p.add_argument("--threads", default=None, help="llama.cpp threads of the embedded engine: N or auto "

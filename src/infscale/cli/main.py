@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "strategy (default 8; for auto a cap on the policy's budget, default none)")
     a.add_argument("--scorer", default=None, help="scorer name (default: the strategy's own)")
     a.add_argument("--model", "-m", default=None, help="registered model name or .gguf path (default smollm2-135m)")
-    a.add_argument("--backend-url", default=None, help="an OpenAI-compatible server instead of the embedded engine")
+    a.add_argument("--backend-url", default=None, action="append", metavar="URL",
+                   help="an OpenAI-compatible server instead of the embedded engine; give it several times to spread requests over several servers (least outstanding requests; a failing one is taken out and retried later)")
     a.add_argument("--threads", default=None, help="llama.cpp threads of the embedded engine: N or auto "
                    "(default INFSCALE_THREADS, else every core; auto: chosen by measurement, for a shared machine)")
     from ._engine import add_engine_arguments  # noqa: PLC0415
@@ -112,6 +113,9 @@ def _command_modules():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    urls = getattr(args, "backend_url", None)
+    if isinstance(urls, list):  # --backend-url given once: one server; several times: a pool
+        args.backend_url = urls[0] if len(urls) == 1 else urls
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="infscale: %(levelname)s: %(message)s")
     for noisy in ("math_verify", "httpx", "latex2sympy2_extended"):

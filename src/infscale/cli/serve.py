@@ -23,7 +23,9 @@ def register(sub) -> None:
                                    "STRATEGY[-BUDGET]:MODEL (e.g. majority-8:smollm2-135m) or an 'infscale' body field.")
     p.add_argument("--model", "-m", default=None,
                    help="embedded model name or .gguf path (default smollm2-135m); with --backend-url, the backend's model")
-    p.add_argument("--backend-url", default=None, help="generate through an OpenAI-compatible server instead")
+    p.add_argument("--backend-url", default=None, action="append", metavar="URL",
+                   help="generate through an OpenAI-compatible server instead; several times: spread over several "
+                        "servers (least outstanding requests; a failing one is taken out and retried later)")
     p.add_argument("--backend-api-key", default=os.environ.get("INFSCALE_BACKEND_API_KEY"),
                    help="bearer token for --backend-url (default $INFSCALE_BACKEND_API_KEY)")
     p.add_argument("--served-model-name", default=None, help="the name clients use (default: the model's)")

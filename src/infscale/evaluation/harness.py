@@ -223,7 +223,7 @@ class EvalConfig:
     answer_field: str | None = None
     choices_field: str | None = None
     model: str | None = None
-    backend_url: str | None = None
+    backend_url: str | list[str] | None = None  # several: a pool of servers
     params: dict[str, Any] = field(default_factory=dict)
     concurrency: int = 8
     subsamples: int = 20

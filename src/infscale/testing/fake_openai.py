@@ -53,6 +53,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, fields, replace
@@ -129,6 +130,7 @@ class FakeOpenAIServer:
         self.behaviour = replace(behaviour, **overrides)
         self._lock = threading.Lock()
         self._requests: list[Any] = []
+        self._dead = False
         self._calls: list[tuple[str, str, Any]] = []
         self._headers: list[dict[str, str]] = []
         self._failures_left = self.behaviour.fail_times
@@ -158,6 +160,12 @@ class FakeOpenAIServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    def kill(self) -> None:
+        """Die as a crashed server does: stop listening, and drop every open connection (a
+        request on a kept-alive connection is answered by a reset, not served)."""
+        self._dead = True
+        self.stop()
 
     def __enter__(self) -> "FakeOpenAIServer":
         return self.start()
@@ -551,8 +559,21 @@ class _Handler(BaseHTTPRequestHandler):
                headers: dict[str, str] | None = None) -> None:
         self._send(status, {"error": {"message": message, "type": etype, "param": None, "code": status}}, headers)
 
+    def _dropped(self) -> bool:
+        """A killed server's connection: reset, no answer."""
+        if not self.fake._dead:
+            return False
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
     def do_GET(self) -> None:
         fake = self.fake
+        if self._dropped():
+            return
         path = self.path.split("?", 1)[0].rstrip("/")
         fake._record("GET", path, None, dict(self.headers.items()))
         b = fake.behaviour
@@ -571,6 +592,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         fake = self.fake
+        if self._dropped():
+            return
         b = fake.behaviour
         path = self.path.split("?", 1)[0].rstrip("/")
         length = int(self.headers.get("Content-Length") or 0)
