@@ -22,6 +22,15 @@ Contract:
 * Every charged completion (errors included: a failed request is a call) is added to the usage
   and handed to ``on_completion`` before the caller sees it. A stream that stops early because
   the budget ran out cancels the requests still running and yields them as ``"budget"``.
+* Thinking budget (budget forcing, Muennighoff et al. 2025, "s1: Simple test-time scaling"): a
+  request whose ``params.think_tokens`` is T is generated in two parts. The first stops at
+  ``</think>`` or after T tokens; if T tokens were reached, the thinking is closed by the meter
+  (``"\n</think>\n\n"`` is appended, not generated) and the answer forced; either way the
+  second part continues the same answer (a prefill) with the tokens left of ``max_tokens``. The
+  caller gets one completion: both parts' text (the closing tag between them), tokens and
+  log-probabilities, ``reasoning_tokens`` = the first part's tokens; it is one call (one
+  sample). A first part that ends otherwise (end of text, the caller's stop, an error) is
+  returned as it is.
 * Capabilities: :meth:`Meter.require` raises a one-line :class:`~infscale.errors.ConfigError`
   naming who needs what the generator lacks, before any call is made (the generator's one-time
   probe, if it has one, runs first).
@@ -29,11 +38,13 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
-from .backends.base import Capabilities, Generator
+from .backends.base import Capabilities, Generator, as_finished
+from .tasks.base import THINK_CLOSE
 from .errors import ConfigError
 from .params import Budget
 from .types import Completion, GenRequest, Usage
@@ -198,7 +209,10 @@ class Meter:
             return []
         admitted = self._admit(requests)
         call = self.generator.generate_settled if settled else self.generator.generate
-        outs = await call(admitted)
+        if any(r.params.think_tokens for r in admitted):
+            outs = await asyncio.gather(*(self._thinking(r, call) for r in admitted))
+        else:
+            outs = await call(admitted)
         if len(outs) != len(admitted):
             raise RuntimeError(f"generator {self.generator.name!r} returned {len(outs)} completions for "
                                f"{len(admitted)} requests")
@@ -220,7 +234,11 @@ class Meter:
             self.charge(c)
             unread.add(i)
 
-        agen = self.generator.stream(admitted, on_finish=paid)
+        if any(r.params.think_tokens for r in admitted):
+            tasks = [asyncio.ensure_future(self._thinking(r, self.generator.generate)) for r in admitted]
+            agen = as_finished(tasks, on_finish=paid)
+        else:
+            agen = self.generator.stream(admitted, on_finish=paid)
         try:
             async for i, c in agen:
                 unread.discard(i)
@@ -234,6 +252,35 @@ class Meter:
         for i, r in enumerate(requests):
             if i not in seen:
                 yield i, _refused(r)
+
+    async def _thinking(self, req: GenRequest, call) -> Completion:
+        """One request under its thinking budget (see the module docstring)."""
+        p = req.params
+        budget = int(p.think_tokens or 0)
+        if not budget:
+            return (await call([req]))[0]
+        stops = tuple(dict.fromkeys(p.stop + (THINK_CLOSE,)))
+        first = replace(req, params=p.with_(max_tokens=min(budget, p.max_tokens), stop=stops, think_tokens=None))
+        (a,) = await call([first])
+        if a.finish_reason == "stop" and a.stop == THINK_CLOSE:
+            closing = THINK_CLOSE  # the model ended its thinking itself
+        elif a.finish_reason == "length" and budget < p.max_tokens:
+            closing = "\n" + THINK_CLOSE + "\n\n"  # the budget is spent: end the thinking, force the answer
+        else:
+            return a
+        left = p.max_tokens - a.generated_tokens
+        if left < 1:
+            return replace(a, reasoning_tokens=a.generated_tokens)
+        second = replace(req, prefix=req.prefix + a.text + closing, params=p.with_(max_tokens=left, think_tokens=None))
+        (b,) = await call([second])
+        tops = a.top_logprobs + b.top_logprobs if a.top_logprobs is not None and b.top_logprobs is not None else None
+        confs = a.confidences + b.confidences if a.confidences is not None and b.confidences is not None else None
+        return Completion(
+            text=a.text + closing + b.text, finish_reason=b.finish_reason,
+            prompt_tokens=a.prompt_tokens + b.prompt_tokens, generated_tokens=a.generated_tokens + b.generated_tokens,
+            token_ids=a.token_ids + b.token_ids, logprobs=a.logprobs + b.logprobs,
+            sampled_logprobs=a.sampled_logprobs + b.sampled_logprobs, top_logprobs=tops, stop=b.stop, seed=a.seed,
+            error=b.error, handle=b.handle, confidences=confs, reasoning_tokens=a.generated_tokens)
 
     def free(self, handle) -> None:
         """Release a continuation handle of the generator (``kv_fork``)."""

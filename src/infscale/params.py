@@ -43,6 +43,9 @@ class SamplingParams:
         or ``{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}``): the
         completion is constrained to JSON (to the schema). None: free text. Generators that
         cannot constrain decoding say so (``Capabilities.response_format``).
+    think_tokens: a reasoning model's thinking budget (``--param think_tokens=T``): once T
+        tokens of thinking have been generated the thinking is closed and the answer forced
+        (budget forcing, Muennighoff et al. 2025, s1; :mod:`infscale.meter`). None: no cap.
     """
 
     temperature: float = 0.7
@@ -56,6 +59,7 @@ class SamplingParams:
     top_logprobs: int = 0
     ignore_eos: bool = False
     response_format: str | None = None
+    think_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -75,6 +79,8 @@ class SamplingParams:
                 raise ConfigError("stop", f"stop strings must be non-empty strings, got {s!r}", "non-empty strings")
         if self.response_format is not None:
             _check_response_format(self.response_format)
+        if self.think_tokens is not None:
+            _check_int("think_tokens", self.think_tokens, lo=1, accepted="an integer >= 1")
 
     @property
     def greedy(self) -> bool:

@@ -145,6 +145,7 @@ class Completion:
     error: str | None = None
     handle: Any = None
     confidences: list[float] | None = None
+    reasoning_tokens: int = 0  # of generated_tokens, those inside <think> (when known)
 
     @property
     def logprob(self) -> float:
@@ -165,15 +166,19 @@ class Usage:
     calls: int = 0
     seconds: float = 0.0
     by_model: dict[str, "Usage"] = field(default_factory=dict)
+    reasoning_tokens: int = 0  # of generated_tokens, those a reasoning model spent thinking (when known)
 
     def add(self, c: Completion) -> None:
         self.prompt_tokens += c.prompt_tokens
         self.generated_tokens += c.generated_tokens
+        self.reasoning_tokens += c.reasoning_tokens
         self.calls += 1
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
                              "calls": self.calls, "seconds": self.seconds}
+        if self.reasoning_tokens:
+            d["reasoning_tokens"] = self.reasoning_tokens
         if self.by_model:
             d["by_model"] = {k: {"prompt_tokens": u.prompt_tokens, "generated_tokens": u.generated_tokens,
                                  "calls": u.calls} for k, u in self.by_model.items()}

@@ -379,6 +379,11 @@ class OpenAIGenerator(Generator):
         if path == "/chat/completions":
             message = choice.get("message") or {}
             text = message.get("content") or ""
+            # servers that split a reasoning model's thinking off (vLLM and SGLang with a reasoning
+            # parser: reasoning_content, newer vLLM: reasoning) get it back as a <think> block
+            thinking = message.get("reasoning_content") or message.get("reasoning")
+            if isinstance(thinking, str) and thinking:
+                text = f"<think>{thinking}</think>{text}"
         else:
             text = choice.get("text") or ""
         finish, error = map_finish_reason(choice.get("finish_reason"))
@@ -399,6 +404,8 @@ class OpenAIGenerator(Generator):
                 )
         if not isinstance(prompt_tokens, int):
             prompt_tokens = 0
+        details = usage.get("completion_tokens_details") if usage is not None else None
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
         stop = stop_reason(choice)
         stop = stop if isinstance(stop, str) and stop in req.params.stop else None
         url_ = self.base_url + path
@@ -415,6 +422,7 @@ class OpenAIGenerator(Generator):
             seed=seed,
             error=error,
             confidences=confs,
+            reasoning_tokens=reasoning if isinstance(reasoning, int) and 0 <= reasoning <= generated else 0,
         )
 
     # ------------------------------------------------------------------ HTTP

@@ -372,6 +372,8 @@ async def _stream(request: Request, service: Service, plan: Plan, rid: str, crea
             return
         extension = service.infscale_field(plan, result, answers)
         for i, choice in enumerate(picked):
+            if chat and choice.reasoning:  # the thinking first, as servers with a reasoning parser stream it
+                yield _sse(_chunk(plan, rid, created, i, {"reasoning_content": choice.reasoning}, None))
             if chat and choice.tool_calls:
                 calls = [{"index": j, **tc} for j, tc in enumerate(choice.tool_calls)]
                 delta: Any = {"role": "assistant", "content": None, "tool_calls": calls} if i else {"tool_calls": calls}

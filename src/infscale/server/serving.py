@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tasks import get_task, group_answers
+from ..tasks.base import split_thinking
 from ..tasks.structured import canonical_json, parse_tool_answer, tool_instructions
 from ..backends.base import Generator
 from ..errors import ConfigError
@@ -155,6 +156,7 @@ class Choice:
     text: str | None
     finish_reason: str
     tool_calls: list[dict[str, Any]] | None = None
+    reasoning: str | None = None  # a reasoning model's thinking (chat: reasoning_content), not in text
 
 
 @dataclass
@@ -497,10 +499,14 @@ class Service:
 
     @staticmethod
     def _choice(plan: Plan, text: str, finish: str, answer: str | None) -> Choice:
+        reasoning = None
+        if plan.kind == "chat":  # the thinking goes to reasoning_content, the answer to content
+            reasoning, text = split_thinking(text)
+            reasoning = reasoning or None
         calls = parse_tool_answer(answer) if plan.tools is not None else None
         if calls is None or not {c["name"] for c in calls} <= set(plan.tools or ()):
-            return Choice(text, finish)
-        return Choice(None, "tool_calls", [
+            return Choice(text, finish, reasoning=reasoning)
+        return Choice(None, "tool_calls", reasoning=reasoning, tool_calls=[
             {"id": "call_" + secrets.token_hex(12), "type": "function",
              "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
             for c in calls])
@@ -521,6 +527,7 @@ class Service:
             "decision": result.info.get("decision"),
             "usage": {"prompt_tokens": u.prompt_tokens, "generated_tokens": u.generated_tokens, "calls": u.calls,
                       "seconds": round(u.seconds, 4),
+                      **({"reasoning_tokens": u.reasoning_tokens} if u.reasoning_tokens else {}),
                       **({"by_model": u.to_dict()["by_model"]} if u.by_model else {})},
         }
 
@@ -577,6 +584,8 @@ class Service:
 
 def _message(c: Choice) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": c.text}
+    if c.reasoning:
+        msg["reasoning_content"] = c.reasoning
     if c.tool_calls:
         msg["tool_calls"] = c.tool_calls
     return msg
@@ -637,10 +646,13 @@ def _structured(req: ChatCompletionRequest | CompletionRequest) -> tuple[tuple[s
     return names, choice.function.name, None
 
 
-def usage_dict(result: Result) -> dict[str, int]:
+def usage_dict(result: Result) -> dict[str, Any]:
     u = result.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.generated_tokens,
-            "total_tokens": u.prompt_tokens + u.generated_tokens}
+    out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.generated_tokens,
+                           "total_tokens": u.prompt_tokens + u.generated_tokens}
+    if u.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    return out
 
 
 def _finish(c: Candidate) -> str:

@@ -174,6 +174,12 @@ class ParamSpec:
         return f"{self.type.__name__}{rng}"
 
 
+#: A setting every strategy takes: a reasoning model's thinking budget in tokens (budget forcing,
+#: Muennighoff et al. 2025; the runner moves it into the sampling parameters, the meter enforces it).
+THINK_TOKENS = ParamSpec(int, None, "thinking budget: after T tokens of <think> the answer is forced (s1 budget "
+                         "forcing); sample-level strategies", lo=1, max=MAX_SETTING * 32)
+
+
 class Strategy:
     """Base class. Subclasses set ``name``, ``summary``, ``default_scorer``, ``params``."""
 
@@ -196,6 +202,9 @@ class Strategy:
         out = {k: spec.default for k, spec in self.params.items()}
         for k, v in given.items():
             spec = self.params.get(k)
+            if spec is None and k == "think_tokens":
+                out[k] = THINK_TOKENS.parse(k, v, None if limits is None else limits.get(k))
+                continue
             if spec is None:
                 accepted = ", ".join(self.params) or "none for this strategy"
                 raise ConfigError("param", f"unknown parameter {k!r} for strategy {self.name!r}", accepted)

@@ -80,6 +80,14 @@ async def run(
     ``limits`` replaces the work limits (``"n"`` and setting names -> maximum; a server's own).
     """
     strat, opts, sc = resolve(strategy, scorer, options, limits)
+    opts = dict(opts)
+    think = opts.pop("think_tokens", None)
+    if think is not None:
+        if any(isinstance(r.capability, tuple) and "prefill" in r.capability for r in strat.requires(opts)):
+            raise ConfigError("param think_tokens", f"strategy {strat.name!r} continues partial answers step by "
+                              "step, which a thinking budget over the whole answer cannot follow",
+                              "a strategy that samples whole answers (majority, best-of-n, weighted, ...)")
+        params = (params or SamplingParams()).with_(think_tokens=think)
     n = check_n(n, int((limits or {}).get("n", MAX_WIDTH)))
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError("seed", f"got {seed!r}", "an integer")
@@ -89,6 +97,10 @@ async def run(
         n=n, seed=seed, scorer=sc, options=opts,
     )
     await check_capabilities(meter, strat, opts, sc)
+    if think is not None:
+        for cap in ("prefill", "reports_stop") if meter.chat else ("reports_stop",):
+            await meter.require(cap, who="a thinking budget (think_tokens)", param="param think_tokens",
+                                accepted="no think_tokens with this backend")
     state = strat.init(ctx)
     steps: list[dict[str, Any]] = []
     try:

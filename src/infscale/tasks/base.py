@@ -35,7 +35,45 @@ __all__ = [
     "answer_phrases",
     "extract_boxed",
     "group_answers",
+    "split_thinking",
+    "THINK_OPEN",
+    "THINK_CLOSE",
 ]
+
+#: The tags of a reasoning model's thinking (DeepSeek-R1, Qwen3, s1 and others).
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """``(thinking, answer text)`` of a completion: what is inside ``<think>...</think>`` blocks
+    and what is outside them.
+
+    A completion that starts inside thinking (chat templates that open ``<think>`` in the
+    prompt) has thinking up to its first ``</think>``; an unclosed ``<think>`` runs to the end
+    (the answer has not started). Text without the tags is all answer. One pass, linear."""
+    if THINK_OPEN not in text and THINK_CLOSE not in text:
+        return "", text
+    thinking: list[str] = []
+    rest: list[str] = []
+    i = 0
+    close, opened = text.find(THINK_CLOSE), text.find(THINK_OPEN)
+    if close != -1 and (opened == -1 or close < opened):
+        thinking.append(text[:close])
+        i = close + len(THINK_CLOSE)
+    while True:
+        o = text.find(THINK_OPEN, i)
+        if o == -1:
+            rest.append(text[i:])
+            break
+        rest.append(text[i:o])
+        c = text.find(THINK_CLOSE, o + len(THINK_OPEN))
+        if c == -1:
+            thinking.append(text[o + len(THINK_OPEN):])
+            break
+        thinking.append(text[o + len(THINK_OPEN):c])
+        i = c + len(THINK_CLOSE)
+    return "\n\n".join(t.strip() for t in thinking if t.strip()), "".join(rest).strip()
 
 #: The one "Answer:" line rule (see the module docstring); group 1 is the statement.
 #: Linear in the line's length (it is applied to model output): the possessive runs never give
@@ -125,6 +163,20 @@ class AnswerTask(ABC):
     """
 
     name: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every task reads answers outside a reasoning model's thinking: its ``extract`` sees
+        the completion with ``<think>...</think>`` removed (:func:`split_thinking`)."""
+        super().__init_subclass__(**kwargs)
+        inner = cls.__dict__.get("extract")
+        if inner is not None and not getattr(inner, "_outside_thinking", False):
+            def extract(self, text: str, _inner=inner) -> str | None:
+                return _inner(self, split_thinking(text)[1])
+
+            extract.__doc__ = inner.__doc__
+            extract._outside_thinking = True  # type: ignore[attr-defined]
+            cls.extract = extract  # type: ignore[method-assign]
+
     #: The system instruction of the default prompt.
     system: str = ""
     #: Worked examples ``(question, solution)`` shown before the question (may be empty).

@@ -96,6 +96,7 @@ class Behaviour:
     prm_malformed: Callable[[str, Any], Any] | None = None
     stream_delay: float = 0.0
     token_confidence: Callable[[list[str], dict], list[float]] | None = None
+    reasoning_parser: bool = False  # chat: a reply's <think>...</think> goes to message.reasoning_content
     flavour: str = "generic"  # "vllm" or "sglang": the server's own routes and choice fields (FLAVOURS)
     version: str = "0.0.0-fake"
 
@@ -329,6 +330,10 @@ class FakeOpenAIServer:
                 choice["stop_reason"] = matched
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
+                if b.reasoning_parser and "</think>" in text:  # as vLLM/SGLang with --reasoning-parser
+                    thinking, _, answer = text.partition("</think>")
+                    choice["message"] = {"role": "assistant", "content": answer.lstrip(),
+                                         "reasoning_content": thinking.replace("<think>", "", 1).strip()}
                 if b.logprobs and body.get("logprobs"):
                     choice["logprobs"] = self._logprobs_chat(tokens, int(body.get("top_logprobs") or 0), body)
             else:
