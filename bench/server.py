@@ -119,6 +119,16 @@ def start_server(model: str, port: int, concurrency: int, requests: int) -> subp
         time.sleep(0.2)
 
 
+def uvicorn_stack() -> str:
+    """The event loop and HTTP parser uvicorn's "auto" picks here: uvloop and httptools when
+    installed (``uvicorn[standard]``, the server extra), else asyncio and h11."""
+    import importlib.util  # noqa: PLC0415
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"loop={loop} http={http}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -131,6 +141,7 @@ def main() -> None:
 
     qs = questions(args.requests)
     port = free_port()
+    print(f"uvicorn: {uvicorn_stack()} (uvicorn[standard] gives uvloop and httptools)", file=sys.stderr)
     print(f"loading {args.model} in-process and in `infscale serve` on 127.0.0.1:{port} ...", file=sys.stderr)
     engine = infscale.load_generator(args.model)
     proc = start_server(args.model, port, args.concurrency, args.requests)
