@@ -323,10 +323,16 @@ class AnswerMassOut(BaseModel):
     count: int
 
 
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int
+
+
 class UsageOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: CompletionTokensDetails | None = Field(
+        None, description="reasoning_tokens: a reasoning model's thinking tokens, where known (left out otherwise)")
 
 
 class ModelUsage(BaseModel):
@@ -340,6 +346,7 @@ class InfscaleUsage(BaseModel):
     generated_tokens: int
     calls: int
     seconds: float
+    reasoning_tokens: int | None = Field(None, description="thinking tokens, where known (left out otherwise)")
     by_model: dict[str, ModelUsage] | None = Field(
         None, description="the part spent on models other than the policy model (a judge on its own model)")
 
@@ -362,15 +369,28 @@ class InfscaleResult(BaseModel):
     usage: InfscaleUsage
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str = Field(description="the arguments as JSON text")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: FunctionCallOut
+
+
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None = Field(description="the answer; null when the message only calls functions")
+    reasoning_content: str | None = Field(None, description="a reasoning model's thinking (left out when none)")
+    tool_calls: list[ToolCallOut] | None = Field(None, description="with tools: the winning call(s)")
 
 
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessageOut
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     logprobs: None = None
 
 
