@@ -293,3 +293,14 @@ def test_one_scorer_serves_successive_event_loops():
         second = asyncio.run(scorer.score_steps(PROBLEM, [""], ["3 * 4 = 12"], None))  # meter None: nothing charged
         asyncio.run(scorer.aclose())
     assert first == second == pytest.approx([math.log(0.9)])
+
+
+def test_transport_settings_come_from_the_environment_unless_given(monkeypatch):
+    """The reward scorer's timeouts and retries follow INFSCALE_* as the generators' do."""
+    monkeypatch.setenv("INFSCALE_READ_TIMEOUT", "7.5")
+    monkeypatch.setenv("INFSCALE_CONNECT_TIMEOUT", "2.5")
+    monkeypatch.setenv("INFSCALE_MAX_RETRIES", "1")
+    s = PRMHttpScorer("http://127.0.0.1:9/v1").transport.settings
+    assert (s.read_timeout, s.connect_timeout, s.max_retries) == (7.5, 2.5, 1)
+    s = PRMHttpScorer("http://127.0.0.1:9/v1", timeout=3, max_retries=0).transport.settings
+    assert (s.read_timeout, s.max_retries) == (3, 0)

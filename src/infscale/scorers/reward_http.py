@@ -99,8 +99,9 @@ class PRMHttpScorer(Scorer):
     default ``"<extra_0>"`` for ``pooling``, else ``step_separator``.
     ``good_index``: the label whose probability means "good" (default 1).
     ``pooling_task``: the ``task`` sent to ``/pooling`` (default ``token_classify``; ``None``
-    omits it). ``timeout``, ``max_retries``, ``max_concurrency``, ``backoff_base``,
-    ``backoff_cap`` and ``api_key`` mean what they mean for the OpenAI HTTP generator.
+    omits it). ``timeout`` (the read timeout), ``max_retries``, ``max_concurrency``,
+    ``backoff_base``, ``backoff_cap`` and ``api_key`` mean what they mean for the OpenAI HTTP
+    generator; ``None`` takes the ``INFSCALE_*`` environment settings, else the transport's defaults.
     """
 
     name = "prm-http"
@@ -118,8 +119,8 @@ class PRMHttpScorer(Scorer):
         good_index: int = 1,
         pooling_task: str | None = "token_classify",
         api_key: str | None = None,
-        timeout: float = 60,
-        max_retries: int = 3,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         max_concurrency: int = 16,
         backoff_base: float = 0.5,
         backoff_cap: float = 8.0,
