@@ -226,3 +226,17 @@ def test_serve_on_a_port_in_use_is_one_line_before_serving(capsys):
         assert main(["serve", "--port", str(port), "--backend-url", "http://127.0.0.1:9/v1"]) == 2
     line = one_error(capsys, "--port", f"127.0.0.1:{port} is already in use")
     assert "serving" not in line
+
+
+def test_python_ask_refuses_a_lone_surrogate_before_any_model():
+    """infscale.ask, like the CLI: a question JSON decoded to a lone surrogate is a ConfigError
+    naming the question, raised before a generator is loaded or called."""
+    import infscale
+    from infscale.errors import ConfigError
+    from infscale.testing import FakeGenerator, answer_model, record_requests
+
+    gen = FakeGenerator(answer_model(1.0))
+    seen = record_requests(gen)
+    with pytest.raises(ConfigError, match="lone surrogate"):
+        infscale.ask(json.loads('"What is \\ud800 2 + 2?"'), "majority", n=2, generator=gen)
+    assert seen == []

@@ -66,6 +66,11 @@ def ask(
         problem = Problem(question=question, task=task)
     else:
         raise ConfigError("question", "must be a non-empty string or a Problem", "a question text")
+    try:
+        problem.question.encode("utf-8")
+    except UnicodeEncodeError as e:  # JSON's "\ud800" decodes to a str that no model, store or terminal takes
+        raise ConfigError("question", f"is not valid Unicode text (a lone surrogate at character {e.start})",
+                          "UTF-8 text") from None
     gen = generator or load_generator(model)
     coro = run(problem, gen, strategy, n=n, scorer=scorer, params=params, budget=budget, seed=seed, options=options)
     try:
