@@ -302,6 +302,35 @@ def test_trace_file_round_trip_and_tree(tmp_path, capsys):
     assert main(["trace", "show", str(tmp_path / "missing.jsonl")]) == 2
 
 
+
+def test_trace_show_lists_the_events_of_strategies_without_steps(tmp_path, capsys):
+    """refine writes rounds of versions and verdicts, not step records: `trace show` lists them
+    in order (an empty tree before), each version and verdict on its own line."""
+    import asyncio
+
+    import infscale
+    from infscale.cli.main import main
+    from infscale.cli.trace import write_trace
+    from infscale.testing import FakeGenerator, answer_model
+
+    problem = Problem(id="p", question="What is 6 * 7?", reference="42")
+    r = asyncio.run(infscale.run(problem, FakeGenerator(answer_model(0.5)), "refine", n=3, scorer="arith-check",
+                                 trace=True))
+    path = tmp_path / "refine.jsonl"
+    write_trace(path, {"strategy": "refine", "n": 3, "question": problem.question}, r.trace,
+                {"answer": r.answer, "usage": r.usage.to_dict()})
+    assert main(["trace", "show", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == f"{len(r.trace)} events"
+    events = [line.split()[0] for line in out[2:-1] if not line.startswith(" ")]
+    assert events == [t["event"] for t in r.trace]
+    versions = sum(len(t.get("versions", [])) for t in r.trace)
+    verdicts = sum(len(t.get("verdicts", [])) for t in r.trace)
+    assert versions and verdicts
+    assert sum(line.startswith("   version:") for line in out) == versions
+    assert sum(line.startswith("   verdict:") for line in out) == verdicts
+    assert out[-1].startswith(f"answer: {r.answer}")
+
 # -- sequence bookkeeping under KV forking -----------------------------------------------------
 
 def _empty_first(req, rng):

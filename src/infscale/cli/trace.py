@@ -7,6 +7,11 @@ nodes they expanded, the visit counts and mean values their backups changed (``t
 ``[id, visits, value]``), solutions re-evaluated (``revisits``) and AB-MCTS's wider/deeper
 draws (``decisions``)), and a ``result`` line (answer, distribution, usage, and ``path``: the
 chosen trajectory's node ids, root first, for strategies that choose one trajectory).
+
+Strategies that do not search over steps (sampling, refinement, fusion) write their own events
+instead of ``step`` records (refine: ``generate``/``verify``/``revise`` rounds with each
+version and verdict; genselect, moa, usc: ``sample`` and ``select``/``aggregate``); for those the
+trace is shown as its events in order, one line each, with the listed items indented below.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["register", "run", "read_trace", "render_tree", "write_trace"]
+__all__ = ["register", "run", "read_trace", "render_events", "render_tree", "write_trace"]
 
 
 def register(sub) -> None:
@@ -72,6 +77,8 @@ def render_tree(records: list[dict[str, Any]], width: int = 60) -> str:
     header = next((r for r in records if r.get("event") == "run"), {})
     result = next((r for r in records if r.get("event") == "result"), {})
     steps = [r for r in records if r.get("event") == "step"]
+    if not steps:
+        return render_events(records, width)
     nodes: dict[int, dict[str, Any]] = {}
     children: dict[Any, list[int]] = {}
     alias: dict[int, int] = {}
@@ -137,6 +144,40 @@ def render_tree(records: list[dict[str, Any]], width: int = 60) -> str:
         lines.append("  ".join(parts))
     if chosen:
         lines.append(f"chosen path (★): {' → '.join(f'#{i}' for i in result['path'])}")
+    if result:
+        lines.append(f"answer: {result.get('answer')}  usage: {result.get('usage')}")
+    return "\n".join(lines)
+
+
+def _short(value: Any, width: int) -> str:
+    if isinstance(value, float):
+        return _num(value, "{:.3f}")
+    text = value.strip().replace("\n", " ⏎ ") if isinstance(value, str) else json.dumps(value, default=_plain)
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return repr(text) if isinstance(value, str) else text
+
+
+def render_events(records: list[dict[str, Any]], width: int = 60) -> str:
+    """A trace without step records (sampling, refinement, fusion): its events in order, one
+    line each (``event key=value ...``); a list of records (refine's versions and verdicts) is
+    shown one item per indented line."""
+    header = next((r for r in records if r.get("event") == "run"), {})
+    result = next((r for r in records if r.get("event") == "result"), {})
+    events = [r for r in records if r.get("event") not in ("run", "result")]
+    lines = []
+    if header:
+        lines.append(f"{header.get('strategy', '?')} n={header.get('n', '?')}: {header.get('question', '')}")
+    lines.append(f"{len(events)} events")
+    for e in events:
+        items = {k: v for k, v in e.items() if k != "event"}
+        listed = {k: v for k, v in items.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+        lines.append(" ".join([str(e.get("event"))] + [f"{k}={_short(v, width)}" for k, v in items.items()
+                                                        if k not in listed]))
+        for k, v in listed.items():
+            for x in v:
+                lines.append(f"   {k[:-1] if k.endswith('s') else k}: "
+                             + " ".join(f"{kk}={_short(vv, width)}" for kk, vv in x.items()))
     if result:
         lines.append(f"answer: {result.get('answer')}  usage: {result.get('usage')}")
     return "\n".join(lines)
