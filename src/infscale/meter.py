@@ -64,6 +64,7 @@ _CAPABILITY_TEXT = {
     "reports_stop": "the stop string that ended a completion (stop_reason)",
     "chat_template": "a chat template",
     "confidence": "per-token confidence with early stop (top_logprobs as tokens arrive)",
+    "self_certainty": "per-token self-certainty (the next-token distribution: logits or top_logprobs)",
 }
 
 

@@ -93,6 +93,11 @@ class GenRequest:
     KV-cache sequence); a later request with ``parent=handle`` continues from it after appending
     ``prefix``, without re-reading the prefix. Several requests may fork one parent. Handles are
     released with the generator's ``free``.
+
+    ``confidence=k`` asks for DeepConf's token confidence of every generated token (k in 1..20,
+    0: off) and ``stop_rule`` for an early stop on it; ``self_certainty=True`` asks for every
+    token's self-certainty (``Completion.self_certainties``; generators whose
+    ``capabilities.self_certainty`` is empty refuse it).
     """
 
     params: SamplingParams
@@ -105,6 +110,7 @@ class GenRequest:
     keep: bool = False
     confidence: int = 0
     stop_rule: ConfidenceStop | None = None
+    self_certainty: bool = False
 
     def __post_init__(self) -> None:
         if self.parent is None and (self.messages is None) == (self.prompt is None):
@@ -130,6 +136,9 @@ class Completion:
     ``cancelled``, ``error``, or ``budget`` (refused by the request's budget: no text, zero
     tokens, not a call; see :mod:`infscale.meter`). ``confidences[i]`` is token i's confidence
     when the request asked for it (:attr:`GenRequest.confidence`), else ``None``.
+    ``self_certainties[i]`` is the self-certainty of the distribution token i was drawn from,
+    ``KL(U || p_i)`` (Kang et al. 2025; see :func:`infscale.backends.sampling.self_certainty`),
+    when the request asked for it (:attr:`GenRequest.self_certainty`), else ``None``.
     """
 
     text: str
@@ -146,6 +155,7 @@ class Completion:
     handle: Any = None
     confidences: list[float] | None = None
     reasoning_tokens: int = 0  # of generated_tokens, those inside <think> (when known)
+    self_certainties: list[float] | None = None
 
     @property
     def logprob(self) -> float:

@@ -34,6 +34,9 @@ class Capabilities:
     reports_stop: bool = True  # Completion.stop names the stop string that ended it (None: end of text)
     confidence: bool = False  # per-token confidence (GenRequest.confidence) and its early-stop rule
     response_format: bool = False  # decoding constrained to JSON / a JSON schema (SamplingParams.response_format)
+    # per-token self-certainty KL(U || p) (GenRequest.self_certainty): "exact" (the full vocabulary's
+    # logits), "top-k" (an approximation from top logprobs), "" (none)
+    self_certainty: str = ""
 
 
 def _settle(o) -> Completion:

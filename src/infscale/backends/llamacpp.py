@@ -17,6 +17,9 @@ chunks of prompts waiting to be read, so all live trajectories advance together.
   the draw, only for the samples that ask (:func:`~.sampling.token_confidence`); a request's
   ``stop_rule`` is checked right after each of its tokens, so a sequence it stops is never
   decoded again and its KV cells are freed at once (``finish_reason="confidence"``).
+  Self-certainty (``GenRequest.self_certainty``, ``KL(U || p)`` over the full vocabulary) is
+  computed the same way, from the same rows, only for the samples that ask
+  (:func:`~.sampling.self_certainty`).
 * Sampling is done in numpy from the raw logits (:mod:`infscale.backends.sampling`), with each
   sample's own ``numpy.random.Generator`` seeded by the request's seed, so a sample does not
   depend on what else shares its batch (up to llama.cpp's batch-size numerics). The logits of
@@ -55,7 +58,7 @@ from ..errors import BackendError, ConfigError, MissingExtraError
 from ..params import SamplingParams
 from ..types import Completion, ConfidenceStop, GenRequest
 from .base import Capabilities, Generator, OnFinish, _settle, as_finished
-from .sampling import log_softmax, sample_rows, sample_token, token_confidence
+from .sampling import log_softmax, sample_rows, sample_token, self_certainty, token_confidence
 
 __all__ = ["LlamaEngine", "SeqHandle"]
 
@@ -238,6 +241,7 @@ class _Sample:
     conf: list[float] | None = None
     rule: ConfidenceStop | None = None
     window_sum: float = 0.0  # the rule's running sum of the last rule.window confidences
+    sc: list[float] | None = None  # self-certainty per token (None: not asked)
 
 
 @dataclass
@@ -358,7 +362,7 @@ class LlamaEngine(Generator):
         self.chat_template = self._read_chat_template() if chat_template == "auto" else chat_template
         self.capabilities = Capabilities(
             logprobs=True, top_logprobs=True, prefill=True, native_n=True, kv_fork=True,
-            chat_template=self.chat_template is not None, confidence=True,
+            chat_template=self.chat_template is not None, confidence=True, self_certainty="exact",
         )
         self._jinja = None
 
@@ -458,6 +462,8 @@ class LlamaEngine(Generator):
                 s.top = []
             if r.confidence:
                 s.conf_k, s.conf, s.rule = r.confidence, [], r.stop_rule
+            if r.self_certainty:
+                s.sc = []
             if r.parent is not None:
                 h = r.parent
                 if not isinstance(h, SeqHandle) or h.engine_id != self._engine_id:
@@ -756,6 +762,10 @@ class LlamaEngine(Generator):
             z = logits if rows == list(range(len(outs))) else logits[rows]
             tokens = sample_rows(z, [s.params for s, _ in kept], [s.rng for s, _ in kept])
         confs = self._confidences(logits, kept)
+        scs = [s for s, _ in kept if s.sc is not None]
+        if scs:  # self-certainty of the rows that asked (one array operation)
+            for s, v in zip(scs, self_certainty(logits[[row for s, row in kept if s.sc is not None]])):
+                s.sc.append(float(v))
         t5 = time.perf_counter()
         still: list[_Sample] = []
         for (s, row), (tok, lp, slp), conf in zip(kept, tokens, confs):
@@ -844,7 +854,7 @@ class LlamaEngine(Generator):
         c = Completion(
             text=text, finish_reason=reason, prompt_tokens=s.prompt_tokens, generated_tokens=len(s.tokens),
             token_ids=s.tokens, logprobs=s.logprobs, sampled_logprobs=s.sampled_logprobs, top_logprobs=s.top,
-            stop=stop, seed=s.seed, handle=handle, confidences=s.conf,
+            stop=stop, seed=s.seed, handle=handle, confidences=s.conf, self_certainties=s.sc,
         )
         if not _set(s.future, result=c) and handle is not None:
             self._release(sid)

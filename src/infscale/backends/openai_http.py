@@ -35,6 +35,16 @@ raw-prompt problem's through ``/v1/completions`` with the prompt text plus the s
 servers' prefix caches (vLLM's automatic prefix caching, SGLang's radix cache) are keyed by
 tokens, so the shared prefix of every continuation is served from cache on either endpoint.
 ``response_format`` (JSON / JSON schema) is passed as it is; both constrain decoding with it.
+
+Self-certainty (``GenRequest.self_certainty``): Kang et al. 2025 define it over the whole
+vocabulary, ``KL(U || p) = -(1/V) * sum_j log(V * p_j)``, and a server returns only the top
+logprobs, so over HTTP it is an **approximation**, flagged as such
+(``capabilities.self_certainty == "top-k"``): with the 20 largest probabilities known and the
+rest, ``R = 1 - sum of them``, spread evenly over the unseen tokens (the spread that makes
+``KL(U || p)`` smallest, by Jensen's inequality), the divergence tends to ``-log R`` as the
+vocabulary grows (the difference is ``O(k log V / V)``), and ``-log R`` is what is reported
+(``R`` below ``1e-9`` counts as ``1e-9``). It is a lower estimate that sees only how much mass
+the top 20 hold, not how the rest is spread.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -234,6 +245,9 @@ class OpenAIGenerator(Generator):
         if req.confidence and not self.capabilities.confidence:
             raise ConfigError("confidence", f"the server at {self.base_url} returns no top_logprobs, so "
                               "token confidence cannot be computed", "a server that returns top_logprobs")
+        if req.self_certainty and not self.capabilities.self_certainty:
+            raise ConfigError("self_certainty", f"the server at {self.base_url} returns no top_logprobs, so "
+                              "self-certainty cannot be computed", "a server that returns top_logprobs")
         if req.messages is not None:
             if req.prefix and not self.capabilities.prefill:
                 raise ConfigError(
@@ -253,14 +267,14 @@ class OpenAIGenerator(Generator):
                 messages.append({"role": "assistant", "content": req.prefix})
                 body["continue_final_message"] = True
                 body["add_generation_prompt"] = False
-            body.update(self._native_params(req.params, seed, "chat", req.confidence))
+            body.update(self._native_params(req.params, seed, "chat", _top_needed(req)))
             _stream_if_ruled(req, body, chat=True)
             return "/chat/completions", body
         return self._completions_call(req, seed)
 
     def _completions_call(self, req: GenRequest, seed: int | None) -> tuple[str, dict[str, Any]]:
         body = {"model": self.model, "prompt": (req.prompt or "") + req.prefix}
-        body.update(self._native_params(req.params, seed, "completions", req.confidence))
+        body.update(self._native_params(req.params, seed, "completions", _top_needed(req)))
         _stream_if_ruled(req, body, chat=False)
         return "/completions", body
 
@@ -356,11 +370,12 @@ class OpenAIGenerator(Generator):
             raise _StreamBroken(f"{type(e).__name__}: {e}") from e
         text = "".join(texts)
         n = len(confs)
+        scs = [_self_certainty_topk(t, url) for t in tops[:n]] if req.self_certainty else None
         if stopped:
             return Completion(text=text, finish_reason="confidence", prompt_tokens=_usage_int(usage, "prompt_tokens"),
                               generated_tokens=n, logprobs=logprobs[:n], sampled_logprobs=logprobs[:n],
                               top_logprobs=tops[:n] if req.params.top_logprobs > 0 else None, seed=seed,
-                              confidences=confs)
+                              confidences=confs, self_certainties=scs)
         finish, error = map_finish_reason(finish_raw)
         generated = usage.get("completion_tokens") if isinstance(usage, dict) else None
         stop = stop if isinstance(stop, str) and stop in req.params.stop else None
@@ -368,7 +383,7 @@ class OpenAIGenerator(Generator):
                           generated_tokens=generated if isinstance(generated, int) else n, logprobs=logprobs,
                           sampled_logprobs=list(logprobs),
                           top_logprobs=tops if req.params.top_logprobs > 0 and tops else None, stop=stop,
-                          seed=seed, error=error, confidences=confs)
+                          seed=seed, error=error, confidences=confs, self_certainties=scs)
 
     def _parse(self, data: Any, req: GenRequest, path: str, seed: int | None) -> Completion:
         url = self.base_url + path
@@ -410,6 +425,7 @@ class OpenAIGenerator(Generator):
         stop = stop if isinstance(stop, str) and stop in req.params.stop else None
         url_ = self.base_url + path
         confs = [_confidence(t, req.confidence, url_) for t in tops] if req.confidence else None
+        scs = [_self_certainty_topk(t, url_) for t in tops] if req.self_certainty else None
         return Completion(
             text=text,
             finish_reason=finish,
@@ -423,6 +439,7 @@ class OpenAIGenerator(Generator):
             error=error,
             confidences=confs,
             reasoning_tokens=reasoning if isinstance(reasoning, int) and 0 <= reasoning <= generated else 0,
+            self_certainties=scs,
         )
 
     # ------------------------------------------------------------------ HTTP
@@ -442,10 +459,31 @@ class _StreamBroken(Exception):
 
 
 def _with_confidence(c: Capabilities) -> Capabilities:
-    """Token confidence is computed from top logprobs: available exactly where they are.
-    ``response_format`` is passed to the server as it is (vLLM, SGLang, llama-server and Ollama
-    constrain decoding with it; a server that refuses it answers 400, which is reported)."""
-    return dataclasses.replace(c, confidence=bool(c.top_logprobs), response_format=True)
+    """Token confidence and (approximate) self-certainty are computed from top logprobs:
+    available exactly where they are. ``response_format`` is passed to the server as it is (vLLM,
+    SGLang, llama-server and Ollama constrain decoding with it; a server that refuses it answers
+    400, which is reported)."""
+    return dataclasses.replace(c, confidence=bool(c.top_logprobs), response_format=True,
+                               self_certainty="top-k" if c.top_logprobs else "")
+
+
+SELF_CERTAINTY_TOP = 20  # top logprobs asked for per token when a request wants self-certainty
+_TAIL_FLOOR = 1e-9  # the least probability mass counted outside the top logprobs
+
+
+def _top_needed(req: GenRequest) -> int:
+    """The top logprobs a request needs for its token statistics (0: none)."""
+    return max(int(req.confidence), SELF_CERTAINTY_TOP if req.self_certainty else 0)
+
+
+def _self_certainty_topk(top: dict[str, float], url: str) -> float:
+    """Approximate self-certainty of one position from the server's top logprobs: ``-log R``,
+    ``R`` the probability mass outside them (see the module docs)."""
+    if not top:
+        raise BackendError(f"{url} returned no top_logprobs for a token, so its self-certainty is unknown",
+                           retryable=False)
+    rest = 1.0 - sum(math.exp(v) for v in top.values())
+    return -math.log(max(rest, _TAIL_FLOOR))
 
 
 def _stream_if_ruled(req: GenRequest, body: dict[str, Any], *, chat: bool) -> None:

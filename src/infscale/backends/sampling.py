@@ -18,7 +18,7 @@ import numpy as np
 
 from ..params import SamplingParams
 
-__all__ = ["sample_token", "sample_rows", "log_softmax", "token_confidence"]
+__all__ = ["sample_token", "sample_rows", "log_softmax", "token_confidence", "self_certainty"]
 
 _PREFILTER = 512  # tokens looked at first when only top-p truncation applies
 _BLOCK = 1024  # vocabulary block of the batched draw (a two-level inverse CDF)
@@ -197,6 +197,27 @@ def token_confidence(logits: np.ndarray, k: int) -> np.ndarray:
     e = np.exp(z - zmax[:, None].astype(np.float32))
     lse = zmax + np.log(e.sum(axis=1, dtype=np.float64))
     return lse - top.mean(axis=1)
+
+
+def self_certainty(logits: np.ndarray) -> np.ndarray:
+    """The self-certainty of each row of ``logits`` (shape ``(m, V)``): the KL divergence of the
+    uniform distribution U over the whole vocabulary from the model's next-token distribution
+    p = softmax(z) (raw logits, temperature 1, no truncation), as Kang et al. 2025 ("Scalable
+    Best-of-N Selection for Large Language Models via Self-Certainty") define it:
+
+        KL(U || p) = -(1/V) * sum_j log(V * p_j) = logsumexp(z) - mean(z) - log V
+
+    0 for a uniform p, large when the mass sits on few tokens (the model is sure). Costs one
+    exponential pass and one sum per row, paid only by rows that ask for it.
+    """
+    z = np.asarray(logits, dtype=np.float32)
+    if z.ndim != 2:
+        raise ValueError(f"self_certainty: logits must be 2-D, got shape {z.shape}")
+    V = z.shape[1]
+    zmax = z.max(axis=1)
+    e = np.exp(z - zmax[:, None])
+    lse = zmax.astype(np.float64) + np.log(e.sum(axis=1, dtype=np.float64))
+    return lse - z.mean(axis=1, dtype=np.float64) - np.log(V)
 
 
 _local = threading.local()

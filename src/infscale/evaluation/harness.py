@@ -45,6 +45,7 @@ deterministic generator the final numbers equal an uninterrupted run's.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import itertools
 import json
@@ -386,6 +387,11 @@ class _Harness:
         self.allocations: list[dict[str, Any]] = []
 
     # -- helpers ------------------------------------------------------------------------
+    def _reads_generation(self, name: str) -> bool:
+        """Whether the scorer ``name`` is a generation-time one (its class says; nothing is built)."""
+        factory = self.scorer_factories.get(name) or SCORERS.get(name.partition(":")[0])
+        return bool(getattr(factory, "reads_generation", False))
+
     def _scorer(self, name: str | None) -> Scorer | None:
         if name is None:
             return None
@@ -516,16 +522,24 @@ class _Harness:
         M = self.pool_size
         stored = {s["idx"]: s for s in self.store.get_samples(self.run_id, problem_id=problem.id, seed=seed, pool=POOL)}
         missing = [i for i in range(M) if i not in stored]
+        names = sorted({s.scorer for s in self.pooled if s.scorer is not None})
+        # generation-time scorers (self-certainty) read the pool's own completions: the pool asks for them
+        readers = {name: self._scorer(name) for name in names if self._reads_generation(name)}
+        fresh: dict[int, Any] = {}
         if missing:
             ctx = self._context(problem, seed, M)
             task = ctx.task
             reqs = [ctx.sample_request(i) for i in missing]
+            for sc in readers.values():
+                reqs = [dataclasses.replace(r, **sc.request_changes()) for r in reqs]
             mark, outstanding = self.clock.enter(len(reqs)), len(reqs)
             try:
                 async with aclosing(ctx.stream(reqs)) as stream:  # a failure cancels what is left
                     async for j, c in stream:
                         seconds = self.clock.leave(1, mark)
                         outstanding -= 1
+                        if readers:
+                            fresh[missing[j]] = c
                         await self._store_pool_sample(problem, seed, task, missing[j], c, seconds)
             finally:
                 self.clock.leave(outstanding, mark)
@@ -534,9 +548,19 @@ class _Harness:
                 raise ConfigError("generator", f"returned {len(stored)} of {M} samples for problem {problem.id}",
                                   "a generator that completes every request")
         # score the pool once per scorer the specs use
-        for name in sorted({s.scorer for s in self.pooled if s.scorer is not None}):
+        for name in names:
             todo = [i for i in range(M) if name not in stored[i]["scores"]]
             if not todo:
+                continue
+            if name in readers:  # no call: from the completions generated above (a sample stored by an
+                # earlier, interrupted run has none and stays unscored, NaN)
+                scores = readers[name].score_generated([fresh.get(i) for i in todo])
+                zero = {"generated_tokens": 0.0, "prompt_tokens": 0.0, "calls": 0.0, "seconds": 0.0}
+                self.store.set_scores(self.run_id, problem.id, seed, POOL, name, dict(zip(todo, scores)),
+                                      {i: zero for i in todo})
+                for i, s in zip(todo, scores):
+                    stored[i]["scores"][name] = s
+                    stored[i]["score_costs"][name] = zero
                 continue
             scorer = self._scorer(name)
             ctx = self._context(problem, seed, M, scorer)

@@ -18,6 +18,7 @@ from .code_exec import CodeTestsScorer
 from .self_eval import SelfEvalScorer
 from .judge import JudgeScorer
 from .fobar import FobarScorer
+from .self_certainty import SelfCertaintyScorer
 
 __all__ = ["Scorer", "Verdict", "SCORERS", "get_scorer", "parse_scorer_spec", "prob_to_logscore"]
 
@@ -36,6 +37,7 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
     "code-tests": CodeTestsScorer,
     "judge": JudgeScorer,
     "fobar": FobarScorer,
+    "self-certainty": SelfCertaintyScorer,
 }
 
 

@@ -65,6 +65,13 @@ class Scorer:
     ``requires`` names the generator capabilities (attributes of
     :class:`~infscale.backends.base.Capabilities`) the scorer cannot work without; the runner
     checks them before any call is made, and the scorer checks them again before its own.
+
+    A **generation-time** scorer (``reads_generation``, e.g. ``self-certainty``) scores a
+    statistic the generator computes while it writes the response: a strategy that uses it adds
+    :meth:`request_changes` to its generation requests and calls :meth:`score_generated` with
+    the completions (or a step's per-token values) instead of :meth:`score`. ``ordinal`` scorers
+    give scores that rank responses but are not log-probabilities; strategies that read a score
+    as a probability refuse them.
     """
 
     name: str = "scorer"
@@ -72,6 +79,20 @@ class Scorer:
     process_capable: bool = False
     requires: tuple[str, ...] = ()
     writes_feedback: bool = False  # explain() generates its feedback with a model (about a solution's tokens)
+    reads_generation: bool = False  # scores the strategy's own completions (score_generated), not texts
+    ordinal: bool = False  # scores rank, but are not log-probabilities
+
+    def request_changes(self) -> dict:
+        """Fields a strategy sets on its generation requests for this scorer (generation-time scorers)."""
+        return {}
+
+    def score_generated(self, completions: list) -> list[float]:
+        """One score per completion (generation-time scorers only)."""
+        raise NotImplementedError(f"scorer {self.name!r} scores texts, not completions")
+
+    def result_info(self, meter: "Meter") -> dict:
+        """What a result should say about how this scorer's scores were obtained (``Result.info``)."""
+        return {}
 
     async def check(self, meter: "Meter") -> None:
         """Raise a one-line ConfigError if the meter's generator lacks a capability in :attr:`requires`."""

@@ -187,6 +187,7 @@ class Strategy:
     summary: str = ""
     default_scorer: str | None = None
     params: dict[str, ParamSpec] = {}
+    generation_scorers: bool = False  # hands a generation-time scorer (self-certainty) its completions
 
     def wants_scorer(self, options: dict[str, Any]) -> bool:
         """Whether, with these settings, the strategy uses a scorer (the default one if none given)."""

@@ -52,6 +52,11 @@ async def check_capabilities(meter: Meter, strat: Strategy, opts: dict[str, Any]
     strategy (with these settings) or the scorer needs."""
     for need in strat.requires(opts):
         await meter.require(need.capability, who=need.who, param=need.param, accepted=need.accepted)
+    if sc is not None and sc.reads_generation and strat.wants_scorer(opts) \
+            and not getattr(strat, "generation_scorers", False):
+        raise ConfigError("scorer", f"scorer {sc.name!r} scores the token statistics of the strategy's own "
+                          f"generation, which strategy {strat.name!r} does not give it",
+                          "best-of-n, weighted (by=borda), bom, temperature-mix or a step-level search strategy")
     if sc is not None:
         await sc.check(meter)
 

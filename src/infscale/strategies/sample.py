@@ -19,9 +19,17 @@ adaptive           count       vote      none            Adaptive-Consistency (A
 =================  ==========  ========  =============  ==========================================
 
 The answer distribution gives each class the normalised sum of its members' weights: 1 per
-sample (``count``), ``exp(score)`` of an outcome scorer's log-score (``score``), or the
+sample (``count``), ``exp(score)`` of an outcome scorer's log-score (``score``), the
 geometric-mean token probability ``exp(logprob / tokens)`` (``prob``, the perplexity-based
-weight of RPC).
+weight of RPC), or a Borda count over the scorer's ranking (``borda``: the sample ranked ``r``
+of ``N`` scored ones gets ``(N - r + 1) ** power``; unscored samples get nothing), the
+weighted vote of Kang et al. 2025 for ``self-certainty`` (``power=0`` is majority voting over
+the scored samples).
+
+A generation-time scorer (``self-certainty``) is served from the samples themselves: the
+requests ask for its per-token statistic and the scorer reads the completions
+(:meth:`~infscale.scorers.base.Scorer.score_generated`); ``Result.info`` then says how it was
+computed.
 
 ``weighted`` with ``by=prob`` is RPC, Reasoning-pruning Perplexity Consistency (Zhou et al.
 2025, "Bridging Internal Probability and Self-Consistency for Effective and Efficient LLM
@@ -52,7 +60,7 @@ too. When the budget runs out the strategy chooses from the samples it has.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,7 +73,7 @@ from ..types import Candidate, Completion, Result, Usage
 from . import voting
 from .base import BudgetExhausted, Context, ParamSpec, Requirement, Strategy
 
-__all__ = ["SampleStrategy", "SAMPLE_STRATEGIES", "beta_leader_probability", "select_from"]
+__all__ = ["SampleStrategy", "SAMPLE_STRATEGIES", "beta_leader_probability", "borda_log_weights", "select_from"]
 
 
 @dataclass
@@ -77,6 +85,7 @@ class SampleState:
     sampling_done: bool = False
     finished: bool = False
     stopped_early: bool = False
+    scorer_info: dict[str, Any] = field(default_factory=dict)
 
 
 def beta_leader_probability(a: int, b: int) -> float:
@@ -92,6 +101,8 @@ def beta_leader_probability(a: int, b: int) -> float:
 
 class SampleStrategy(Strategy):
     """The sample-level core; the named strategies are instances with different settings."""
+
+    generation_scorers = True
 
     def __init__(self, name: str, summary: str, *, weight: str = "count", choose: str = "vote",
                  greedy: bool = False, adaptive: bool = False, default_scorer: str | None = None,
@@ -115,7 +126,14 @@ class SampleStrategy(Strategy):
 
     # -- init / step --------------------------------------------------------------------
     def init(self, ctx: Context) -> SampleState:
+        sc = ctx.scorer
+        if sc is not None and sc.ordinal and self._mode(ctx.options) == "score" and self._rule(ctx.options) == "vote":
+            raise ConfigError("param by", f"scorer {sc.name!r} gives ordinal scores, not log-probabilities, so "
+                              "exp(score) is no weight", "by=borda (a Borda count over its ranking), or another scorer")
         return SampleState(target=1 if self.greedy else ctx.n)
+
+    def _reads_generation(self, ctx: Context) -> bool:
+        return ctx.scorer is not None and ctx.scorer.reads_generation and self.wants_scorer(ctx.options)
 
     def done(self, state: SampleState) -> bool:
         return state.finished
@@ -125,7 +143,10 @@ class SampleStrategy(Strategy):
             return await self._take_sample(state, ctx)
         # all samples in: score them once, batch-first
         texts = [state.completions[i].text for i in sorted(state.completions)]
-        if ctx.scorer is not None and texts and self.wants_scorer(ctx.options):
+        if self._reads_generation(ctx):  # computed while sampling: no call
+            state.scores = ctx.scorer.score_generated([state.completions[i] for i in sorted(state.completions)])
+            state.scorer_info = ctx.scorer.result_info(ctx.meter)
+        elif ctx.scorer is not None and texts and self.wants_scorer(ctx.options):
             try:
                 state.scores = await ctx.scorer.score(ctx.problem, texts, ctx.meter)
             except BudgetExhausted:
@@ -139,6 +160,8 @@ class SampleStrategy(Strategy):
             temps = parse_temperatures(ctx.options["temperatures"]) if self.mixed_temperatures else None
             reqs = [ctx.sample_request(i, **({"temperature": temps[i % len(temps)]} if temps else changes))
                     for i in range(state.target)]
+            if self._reads_generation(ctx):
+                reqs = [replace(r, **ctx.scorer.request_changes()) for r in reqs]
             state.stream = ctx.stream(reqs).__aiter__()
         try:
             i, c = await state.stream.__anext__()
@@ -183,7 +206,9 @@ class SampleStrategy(Strategy):
             cands.append(Candidate(text=c.text, answer=ctx.task.extract(c.text), index=i, logprob=c.logprob,
                                    score=score, generated_tokens=c.generated_tokens,
                                    finish_reason=c.finish_reason, seed=c.seed))
-        return self._choose(cands, ctx.task, ctx.options, ctx.usage, n=state.target, stopped_early=state.stopped_early)
+        r = self._choose(cands, ctx.task, ctx.options, ctx.usage, n=state.target, stopped_early=state.stopped_early)
+        r.info.update(state.scorer_info)
+        return r
 
     def _choose(self, cands: list[Candidate], task: AnswerTask, options: dict[str, Any], usage: Usage, *,
                 n: int, stopped_early: bool, answer_classes: AnswerClasses | None = None) -> Result:
@@ -206,7 +231,7 @@ class SampleStrategy(Strategy):
         return options.get("rule", self.choose)
 
     def wants_scorer(self, options: dict[str, Any]) -> bool:
-        return self._mode(options) == "score" or self._rule(options) in ("best", "bom")
+        return self._mode(options) in ("score", "borda") or self._rule(options) in ("best", "bom")
 
     def requires(self, options: dict[str, Any]) -> list[Requirement]:
         if self._mode(options) == "prob":
@@ -220,9 +245,24 @@ class SampleStrategy(Strategy):
         mode = self._mode(options)
         if mode == "prob":
             return [c.mean_logprob for c in cands]
+        if mode == "borda":
+            return borda_log_weights([c.score for c in cands], options.get("power", 0.5))
         if mode == "score":
             return [-math.inf if c.score is None else float(c.score) for c in cands]
         return [0.0] * len(cands)
+
+
+def borda_log_weights(scores: list[float | None], power: float) -> list[float]:
+    """Borda log-weights (Kang et al. 2025): the scored samples ranked by score, best first (ties
+    by order); rank ``r`` of ``N`` gets the vote ``(N - r + 1) ** power``, i.e. log-weight
+    ``power * log(N - r + 1)``; unscored samples (``None`` or NaN) get ``-inf``."""
+    scored = [i for i, s in enumerate(scores) if s is not None and not math.isnan(s)]
+    order = sorted(scored, key=lambda i: -scores[i])  # stable: ties keep sample order
+    logw = [-math.inf] * len(scores)
+    N = len(order)
+    for r, i in enumerate(order, start=1):
+        logw[i] = power * math.log(N - r + 1)
+    return logw
 
 
 def select_from(strategy: SampleStrategy, candidates: list[Candidate], task: AnswerTask,
@@ -245,9 +285,13 @@ _ADAPTIVE = {
     "threshold": ParamSpec(float, 0.95, "stop once P(leading answer beats the runner-up) reaches this", lo=0.5, hi=1.0),
     "min_samples": ParamSpec(int, 3, "answers needed before the stopping rule is consulted", lo=1),
 }
+_POWER = ParamSpec(float, 0.5, "with by=borda: the sample ranked r of N votes (N - r + 1) ** power "
+                   "(0: one vote each)", lo=0.0, hi=10.0)
 _WEIGHTED = {
-    "by": ParamSpec(str, "score", "weight samples by the outcome scorer ('score') or by geometric-mean token probability ('prob')",
-                    choices=("score", "prob")),
+    "by": ParamSpec(str, "score", "weight samples by the outcome scorer ('score'), by geometric-mean token probability "
+                    "('prob'), or by a Borda count over the scorer's ranking ('borda')",
+                    choices=("score", "prob", "borda")),
+    "power": _POWER,
     "prune": ParamSpec(bool, True, "with by=prob: RPC's reasoning pruning and perplexity consistency (false: plain "
                        "perplexity weights)"),
 }
@@ -255,8 +299,9 @@ _TMIX = {
     "temperatures": ParamSpec(str, "0.4,0.7,1.0", "comma-separated temperatures; sample i uses the (i mod m)-th"),
     "rule": ParamSpec(str, "vote", "how to choose: the heaviest answer ('vote') or the best-scored sample ('best')",
                       choices=("vote", "best")),
-    "by": ParamSpec(str, "count", "vote weights: 1 per sample, the scorer's probability, or token probability",
-                    choices=("count", "score", "prob")),
+    "by": ParamSpec(str, "count", "vote weights: 1 per sample, the scorer's probability, token probability, or a "
+                    "Borda count over the scorer's ranking", choices=("count", "score", "prob", "borda")),
+    "power": _POWER,
 }
 
 

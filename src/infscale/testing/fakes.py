@@ -15,6 +15,10 @@ one float per word`` (default :func:`flat_confidence`, 10.0 for every token), an
 :meth:`ConfidenceStop.first_stop <infscale.types.ConfidenceStop.first_stop>` says, with
 ``finish_reason="confidence"`` and only the words up to the cut counted (a rule that first
 holds at the reply's last word leaves its natural finish).
+
+Self-certainty (``GenRequest.self_certainty``) is scripted the same way:
+``self_certainty(request, words) -> one float per word`` (default :func:`flat_self_certainty`,
+1.0 per token); the fake reports it as exact (``capabilities.self_certainty == "exact"``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ..errors import ConfigError
 from ..scorers.base import Scorer, prob_to_logscore
 from ..types import Completion, GenRequest
 
-__all__ = ["FakeGenerator", "answer_model", "flat_confidence", "OracleScorer", "FakeStepModel", "FakePotential", "ForkingFakeGenerator",
+__all__ = ["FakeGenerator", "answer_model", "flat_confidence", "flat_self_certainty", "OracleScorer", "FakeStepModel", "FakePotential", "ForkingFakeGenerator",
            "FakeHandle"]
 
 
@@ -56,6 +60,11 @@ def flat_confidence(req: GenRequest, words: list[str]) -> list[float]:
     return [10.0] * len(words)
 
 
+def flat_self_certainty(req: GenRequest, words: list[str]) -> list[float]:
+    """The default scripted self-certainty: 1.0 for every token."""
+    return [1.0] * len(words)
+
+
 class FakeGenerator(Generator):
     """A scripted generator with the real protocol (ordered, batch-first, cancellable)."""
 
@@ -64,11 +73,13 @@ class FakeGenerator(Generator):
 
     def __init__(self, reply: Callable[[GenRequest, np.random.Generator], str] | None = None, *,
                  yes_prob: Callable[[GenRequest], float] | None = None, chat: bool = True, delay: float = 0.0,
-                 confidence: Callable[[GenRequest, list[str]], list[float]] | None = None):
+                 confidence: Callable[[GenRequest, list[str]], list[float]] | None = None,
+                 self_certainty: Callable[[GenRequest, list[str]], list[float]] | None = None):
         self.reply = reply or answer_model(1.0)
         self.yes_prob = yes_prob or (lambda req: 0.5)
         self.confidence = confidence or flat_confidence
-        self.capabilities = Capabilities(chat_template=chat, kv_fork=False, confidence=True)
+        self.self_certainty = self_certainty or flat_self_certainty
+        self.capabilities = Capabilities(chat_template=chat, kv_fork=False, confidence=True, self_certainty="exact")
         self.delay = delay
         self.calls = 0
         self.started = 0  # generate() calls begun (a delayed call counts before it finishes)
@@ -104,9 +115,19 @@ class FakeGenerator(Generator):
         n = max(1, len(words))
         if confs is not None and not confs:
             confs = self._confidences(r, [""])  # an empty reply still counts one token
+        scs = None
+        if r.self_certainty:
+            scs = self._scripted(self.self_certainty, r, words or [""], "self-certainty")
         return Completion(text=text, finish_reason=finish, prompt_tokens=10, generated_tokens=n,
                           logprobs=[-0.5] * n, sampled_logprobs=[-0.5] * n, seed=seed, stop=stop,
-                          confidences=confs)
+                          confidences=confs, self_certainties=scs)
+
+    @staticmethod
+    def _scripted(fn, r: GenRequest, words: list[str], what: str) -> list[float]:
+        vals = [float(c) for c in fn(r, words)]
+        if len(vals) != len(words):
+            raise ValueError(f"the scripted {what} gave {len(vals)} values for {len(words)} tokens")
+        return vals
 
     def _confidences(self, r: GenRequest, words: list[str]) -> list[float]:
         confs = [float(c) for c in self.confidence(r, words)]

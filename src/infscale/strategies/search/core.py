@@ -88,6 +88,8 @@ class Node:
     up: Node | None = field(default=None, repr=False)  # the parent node itself (tree searches walk up)
     visits: int = 0  # tree search: simulations backed up through this node
     value: float = 0.0  # tree search: mean of the values backed up through it
+    step_stats: list[float] = field(default_factory=list)  # the latest step's per-token statistic for a
+    # generation-time scorer (self-certainty), gathered over its completions; not inherited
 
     @property
     def mean_logprob(self) -> float:
@@ -155,6 +157,8 @@ COMMON_PARAMS = {
 class SearchStrategy(Strategy):
     """The step-level search core, configured by a :class:`SearchConfig`."""
 
+    generation_scorers = True
+
     default_scorer = "arith-check"
 
     def __init__(self, name: str, summary: str, config: SearchConfig, doc: str = "",
@@ -192,6 +196,12 @@ class SearchStrategy(Strategy):
         if ctx.scorer is not None and not (getattr(ctx.scorer, "process_capable", False) or ctx.scorer.kind == "process"):
             raise ConfigError("scorer", f"{ctx.scorer.name!r} scores whole solutions only",
                               "a process scorer: arith-check, self-eval, prm-http")
+        if (ctx.scorer is not None and ctx.scorer.ordinal and self.wants_scorer(ctx.options)
+                and any(getattr(p, "needs_probability", False) for p in self.config.policies())):
+            raise ConfigError("scorer", f"{ctx.scorer.name!r} gives ordinal scores, not log-probabilities, and "
+                              f"strategy {self.name!r} reads a score as a probability",
+                              "a scorer of probabilities (arith-check, self-eval, prm-http), or a search that ranks "
+                              "or tempers scores (beam-search, dvts, best-first, particle-filter, smc, mur)")
         st = SearchState(frontier=[], iteration=iteration, next_id=next_id)
         st.frontier = [st.new_node(parent=None, group=g) for g in range(self.config.expand.roots(ctx))]
         if reference is not None:
@@ -240,6 +250,8 @@ class SearchStrategy(Strategy):
             return
         if ctx.scorer is None or not self.wants_scorer(ctx.options):
             scores = [0.0] * len(todo)
+        elif ctx.scorer.reads_generation:  # computed while the step was generated: no call
+            scores = ctx.scorer.score_generated([c.step_stats for c in todo])
         else:
             prefixes = ["".join(c.steps[:-1]) for c in todo]
             scores = await ctx.scorer.score_steps(ctx.problem, prefixes, [c.steps[-1] for c in todo], ctx.meter)
@@ -279,6 +291,8 @@ class SearchStrategy(Strategy):
                 path.append(pick.id)
                 pick = pick.up
             r.info["path"] = path[::-1]
+        if ctx.scorer is not None and ctx.scorer.reads_generation and self.wants_scorer(ctx.options):
+            r.info.update(ctx.scorer.result_info(ctx.meter))
         if st.log_z is not None:  # weighted searches: the normalising-constant estimate, the final weights' ESS
             r.info["log_z"] = st.log_z
             r.info["ess"] = ess([n.logw for n in st.frontier])
@@ -320,6 +334,8 @@ class ParticleGibbs(Strategy):
         self.default_scorer = inner.default_scorer
         self.cost = cost
         self.params = {**inner.params, "iterations": ParamSpec(int, 2, "particle filter sweeps", lo=1)}
+        # a generation-time scorer has nothing to read on the reference path (it is replayed, not generated)
+        self.generation_scorers = False
         self.__doc__ = doc or summary
 
     def wants_scorer(self, options):

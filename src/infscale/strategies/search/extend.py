@@ -100,11 +100,13 @@ def _request(ctx: Context, c: Node, source) -> GenRequest:
     seed = derive_seed(ctx.seed, ctx.problem.id, "node", c.id, len(c.steps), c.empty_merges)
     key = f"{ctx.problem.id}/n{c.id}"
     can_fork = ctx.generator.capabilities.kv_fork
+    sc = ctx.scorer
+    extra = sc.request_changes() if sc is not None and sc.reads_generation else {}  # e.g. self-certainty
     if can_fork and source is not None and not getattr(source, "freed", False):
-        return GenRequest(params=params, parent=source, keep=True, seed=seed, key=key)
+        return GenRequest(params=params, parent=source, keep=True, seed=seed, key=key, **extra)
     base = build_request(ctx.problem, params, chat=ctx.chat, seed=seed, key=key)
     return GenRequest(params=base.params, messages=base.messages, prompt=base.prompt, prefix=c.text, seed=seed,
-                      key=base.key, keep=can_fork)
+                      key=base.key, keep=can_fork, **extra)
 
 
 def _apply(ctx: Context, c: Node, out: Completion | None) -> None:
@@ -121,6 +123,8 @@ def _apply(ctx: Context, c: Node, out: Completion | None) -> None:
         ctx.generator.free(old)
     c.tokens += out.generated_tokens
     c.logprob += out.logprob
+    if out.self_certainties:  # a merged empty step's tokens count toward the step they join
+        c.step_stats.extend(out.self_certainties)
     c.step_logprob = out.logprob / max(1, out.generated_tokens)
     if out.finish_reason == "error":
         c.finished, c.reason, c.logw = True, "error", -math.inf

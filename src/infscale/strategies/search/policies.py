@@ -119,6 +119,8 @@ class Rebase:
     softmax(R_i / T), R_i = exp(priority) the scorer's probability for the node's path; nodes
     given none are pruned."""
 
+    needs_probability = True  # reward = exp(score), the scorer's probability
+
     specs = {"temperature": ParamSpec(float, 0.2, "T: children ∝ softmax(reward / T), reward in [0, 1]", lo=1e-6)}
 
     def roots(self, ctx: Context) -> int:

@@ -136,6 +136,8 @@ class TreeValue:
     """A node's priority is its path's aggregated step log-score (default ``min``: one wrong
     step caps the path); its value ``min(1, exp(priority))`` is what tree search backs up."""
 
+    needs_probability = True  # value = min(1, exp(priority)), the scorer's probability
+
     specs = {"aggregate": ParamSpec(str, "min", "step scores → the path's log-score (the node's value is its exp)",
                                     choices=("last", "min", "product", "mean"))}
 
