@@ -12,7 +12,9 @@ Every sample generates exactly ``--tokens`` tokens (end-of-text ignored) so the 
 work. Last line: ``sampling N=8: batched/sequential=X.XX infscale/raw-batched=Y.YY``. The line
 before it measures what DeepConf's token confidence costs plain sampling: infscale at N=8 with
 ``GenRequest.confidence=k`` on and off, interleaved (``confidence N=8 k=20: off A tok/s, on B
-tok/s, on/off=C.CC``); ``--confidence-k 0`` skips it, ``--only-confidence`` prints only it.
+tok/s, on/off=C.CC``), and then what self-certainty costs it the same way
+(``self-certainty N=8: off A tok/s, on B tok/s, on/off=C.CC``, with ``GenRequest.self_certainty``);
+``--confidence-k 0`` skips both, ``--only-confidence`` prints only them.
 
     python bench/sampling.py [--tokens 64] [--model smollm2-135m] [--repeats 2] [--confidence-k 20]
 """
@@ -35,9 +37,11 @@ from infscale.types import GenRequest
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 
 
-def infscale_tps(engine: LlamaEngine, n: int, tokens: int, seed: int, confidence: int = 0) -> float:
+def infscale_tps(engine: LlamaEngine, n: int, tokens: int, seed: int, confidence: int = 0,
+                 self_certainty: bool = False) -> float:
     p = SamplingParams(temperature=0.8, max_tokens=tokens, ignore_eos=True)
-    reqs = [GenRequest(params=p, prompt=PROMPT, seed=seed + i, confidence=confidence) for i in range(n)]
+    reqs = [GenRequest(params=p, prompt=PROMPT, seed=seed + i, confidence=confidence, self_certainty=self_certainty)
+            for i in range(n)]
     t = time.perf_counter()
     outs = asyncio.run(engine.generate(reqs))
     dt = time.perf_counter() - t
@@ -119,6 +123,11 @@ def confidence_line(engine: LlamaEngine, args) -> None:
         on = max(on, infscale_tps(engine, 8, args.tokens, 100 * r, confidence=args.confidence_k))
     print(f"confidence N=8 k={args.confidence_k}: off {off:.1f} tok/s, on {on:.1f} tok/s, on/off={on / off:.2f}",
           flush=True)
+    off = on = 0.0
+    for r in range(args.repeats):
+        off = max(off, infscale_tps(engine, 8, args.tokens, 100 * r))
+        on = max(on, infscale_tps(engine, 8, args.tokens, 100 * r, self_certainty=True))
+    print(f"self-certainty N=8: off {off:.1f} tok/s, on {on:.1f} tok/s, on/off={on / off:.2f}", flush=True)
 
 
 def main() -> None:
