@@ -5,6 +5,7 @@ approximation from top logprobs against the fake OpenAI server, and the embedded
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 
 import numpy as np
@@ -269,3 +270,38 @@ def test_eval_pool_scores_self_certainty_from_its_own_samples(tmp_path, monkeypa
             direct = asyncio.run(infscale.run(p, gen, spec.strategy, n=4, seed=0, scorer="self-certainty",
                                               options=spec.options))
             assert rows[(spec.label, 4, p.id)]["answer"] == direct.answer
+
+
+# ---------------------------------------------------------------- by name: the server and the CLI
+
+
+def test_the_server_serves_it_by_name():
+    import httpx
+
+    from infscale.server import ServerThread, create_app
+
+    gen = sc_fake()
+    gen.model_name = "fake"
+    with ServerThread(create_app(gen), timeout_graceful_shutdown=5.0) as srv:
+        with httpx.Client(base_url=srv.root_url, timeout=30) as http:
+            ok = http.post("/v1/chat/completions", json={
+                "model": "best-of-n-6:fake", "messages": [{"role": "user", "content": "What is 6 * 7?"}],
+                "infscale": {"scorer": "self-certainty"}})
+            bad = http.post("/v1/chat/completions", json={
+                "model": "refine-4:fake", "messages": [{"role": "user", "content": "What is 6 * 7?"}],
+                "infscale": {"scorer": "self-certainty"}})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["choices"][0]["message"]["content"].strip().endswith("42")
+    assert bad.status_code == 400 and "self-certainty" in bad.text
+
+
+@pytest.mark.slow
+def test_the_cli_takes_it_by_name(capsys):
+    from infscale.cli.main import main
+
+    code = main(["ask", "Tom has 4 apples and buys 3 more. How many apples?", "--strategy", "best-of-n",
+                 "--n", "3", "--scorer", "self-certainty", "--max-tokens", "48", "--json"])
+    out = capsys.readouterr().out
+    assert code in (0, None)
+    d = json.loads(out)
+    assert all(c["score"] is not None and c["score"] > 0 for c in d["candidates"])
