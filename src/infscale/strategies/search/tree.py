@@ -149,7 +149,30 @@ class TreeValue:
 # ------------------------------------------------------------------------------------ MCTS
 
 @dataclass(frozen=True)
-class UCTExpand:
+class _TreeExpand:
+    """What both tree searches' expansion shares: one root; each round the in-flight rollouts
+    (unfinished leaves) take their next step, and, while the tree has not spent its compute,
+    :meth:`descend` adds new children to ``plan`` (``{node id: [node, children]}``)."""
+
+    shares_prefixes = True  # its solutions share the steps they forked from (each generated once)
+
+    def roots(self, ctx: Context) -> int:
+        return 1
+
+    def plan(self, st: SearchState, ctx: Context, info: dict[str, Any]) -> list[tuple[Node, int]]:
+        root, nodes, kids = _tree(st)
+        tips = [n for n in nodes if n is not root and not n.finished and not kids[n.id]]
+        plan: dict[int, list] = {t.id: [t, 1] for t in tips}  # in-flight rollouts take their next step
+        if root is not None and not _spent(st, ctx, nodes):
+            self.descend(st, ctx, info, root, nodes, kids, tips, plan)
+        return [tuple(p) for p in plan.values()]
+
+    def descend(self, st: SearchState, ctx: Context, info: dict[str, Any], root: Node, nodes: list[Node],
+                kids: dict[int, list[Node]], tips: list[Node], plan: dict[int, list]) -> None:
+        raise NotImplementedError
+
+
+class UCTExpand(_TreeExpand):
     """MCTS selection and expansion (UCT, Kocsis & Szepesvári 2006) with rollouts.
 
     Each simulation starts at the root and descends: a node with fewer than ``width`` children
@@ -160,20 +183,11 @@ class UCTExpand:
     backed up again, no tokens). ``parallel`` simulations run together: in-flight ones count as
     visits of value 0 on their path (virtual loss), so the others spread out."""
 
-    shares_prefixes = True  # its solutions share the steps they forked from (each generated once)
     specs = {"width": ParamSpec(int, 4, "children per node before UCT descends into them", lo=1),
              "c": ParamSpec(float, 1.0, "UCT exploration constant (values are probabilities in [0, 1])", lo=0.0),
              "parallel": PARALLEL, "max_kept": MAX_KEPT}
 
-    def roots(self, ctx: Context) -> int:
-        return 1
-
-    def plan(self, st: SearchState, ctx: Context, info: dict[str, Any]) -> list[tuple[Node, int]]:
-        root, nodes, kids = _tree(st)
-        tips = [n for n in nodes if n is not root and not n.finished and not kids[n.id]]
-        plan: dict[int, list] = {t.id: [t, 1] for t in tips}  # in-flight rollouts take their next step
-        if root is None or _spent(st, ctx, nodes):
-            return [tuple(p) for p in plan.values()]
+    def descend(self, st, ctx, info, root, nodes, kids, tips, plan) -> None:
         width, c = ctx.options["width"], ctx.options["c"]
         virtual: dict[int, int] = {}
         for t in tips:
@@ -206,7 +220,6 @@ class UCTExpand:
         if revisits:
             info["revisits"] = revisits
             info["tree"] = _tree_info(touched)
-        return [tuple(p) for p in plan.values()]
 
 
 def uct(ch: Node, parent: Node, virtual: dict[int, int], c: float) -> float:
@@ -354,25 +367,16 @@ def ab_choice(v: Node, kids: dict[int, list[Node]], prior: str, rng: np.random.G
 
 
 @dataclass(frozen=True)
-class ThompsonExpand:
+class ThompsonExpand(_TreeExpand):
     """AB-MCTS selection and expansion with rollouts: in-flight rollouts take their next step;
     each free slot of ``parallel`` starts a simulation that descends from the root by
     :func:`ab_choice` until a node chooses GEN; that node gets a new child (forking its kept
     sequence) and a rollout from it runs to the end of the solution, each step a tree node."""
 
-    shares_prefixes = True  # its solutions share the steps they forked from (each generated once)
     specs = {"prior": ParamSpec(str, "beta", "score posterior for Thompson sampling", choices=("beta", "gaussian")),
              "parallel": PARALLEL, "max_kept": MAX_KEPT}
 
-    def roots(self, ctx: Context) -> int:
-        return 1
-
-    def plan(self, st: SearchState, ctx: Context, info: dict[str, Any]) -> list[tuple[Node, int]]:
-        root, nodes, kids = _tree(st)
-        tips = [n for n in nodes if n is not root and not n.finished and not kids[n.id]]
-        plan: dict[int, list] = {t.id: [t, 1] for t in tips}
-        if root is None or _spent(st, ctx, nodes):
-            return [tuple(p) for p in plan.values()]
+    def descend(self, st, ctx, info, root, nodes, kids, tips, plan) -> None:
         rng = make_rng(ctx.seed, ctx.problem.id, "ab-mcts", st.depth)
         decisions, expanded = [], []
         for _ in range(_room(ctx, nodes, tips)):
@@ -388,4 +392,3 @@ class ThompsonExpand:
         info["expanded"] = expanded
         if decisions:
             info["decisions"] = decisions
-        return [tuple(p) for p in plan.values()]
