@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..errors import BackendError
 from ..types import Completion, GenRequest
 
-__all__ = ["Capabilities", "Generator", "OnFinish", "as_finished"]
+__all__ = ["Capabilities", "Generator", "OnFinish", "as_finished", "gather_or_cancel"]
 
 OnFinish = Callable[[int, Completion], None]
 
@@ -37,6 +37,20 @@ class Capabilities:
     # per-token self-certainty KL(U || p) (GenRequest.self_certainty): "exact" (the full vocabulary's
     # logits), "top-k" (an approximation from top logprobs), "" (none)
     self_certainty: str = ""
+
+
+async def gather_or_cancel(coros) -> list:
+    """Run the coroutines concurrently and return their results in order; if one fails (or the
+    caller is cancelled), cancel the others and wait for them before re-raising, so no request
+    is left running unowned."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _settle(o) -> Completion:

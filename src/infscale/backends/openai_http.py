@@ -62,7 +62,7 @@ import httpx
 from ..errors import BackendError, ConfigError
 from ..params import SamplingParams
 from ..types import Completion, GenRequest
-from .base import Capabilities, Generator
+from .base import Capabilities, Generator, gather_or_cancel
 from .http import RETRYABLE_STATUSES, HttpTransport, error_message, normalise_base_url, request_json, server_root
 from .probe import (REPROBE_SECONDS, assumed, identify_server, map_finish_reason, parse_logprobs, probe_server,
                     stop_reason)
@@ -150,14 +150,7 @@ class OpenAIGenerator(Generator):
             return []
         await self.ensure_ready()
         calls = [self._build(r) for r in requests]  # raises ConfigError before anything is sent
-        tasks = [asyncio.ensure_future(self._run(req, path, body)) for req, (path, body) in zip(requests, calls)]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await gather_or_cancel(self._run(req, path, body) for req, (path, body) in zip(requests, calls))
 
     async def ensure_ready(self) -> dict[str, Any]:
         """Resolve the model name and probe the server; returns :attr:`probe`.

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import BackendError, ConfigError
 from ..types import Completion, GenRequest
-from .base import Capabilities, Generator
+from .base import Capabilities, Generator, gather_or_cancel
 
 __all__ = ["BackendPool", "Member"]
 
@@ -133,14 +133,7 @@ class BackendPool(Generator):
             return []
         if not self._ready:
             await self.ensure_ready()
-        tasks = [asyncio.ensure_future(self._one(r)) for r in requests]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await gather_or_cancel(self._one(r) for r in requests)
 
     async def _one(self, req: GenRequest) -> Completion:
         tried: set[int] = set()

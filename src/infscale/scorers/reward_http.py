@@ -58,11 +58,11 @@ Zhang et al. (2025), "The Lessons of Developing Process Reward Models in Mathema
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 from typing import Any
 
+from ..backends.base import gather_or_cancel
 from ..backends.http import HttpTransport, server_root
 from ..errors import BackendError, ConfigError
 from ..meter import Meter
@@ -204,14 +204,7 @@ class PRMHttpScorer(Scorer):
         if self.model is None:
             self.model = await self.transport.first_model(
                 self.root_url + "/v1/models", "pass model= (or set INFSCALE_PRM_MODEL)")
-        tasks = [asyncio.ensure_future(self._one(question, steps, meter)) for steps in step_lists]
-        try:
-            return list(await asyncio.gather(*tasks)) + refused
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await gather_or_cancel(self._one(question, steps, meter) for steps in step_lists) + refused
 
     async def aclose(self) -> None:
         """Close the connection pool (optional: it is also dropped with its event loop)."""
