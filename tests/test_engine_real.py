@@ -90,6 +90,33 @@ def test_reproducible_mode_makes_a_sample_independent_of_other_prompts():
         eng.close()
 
 
+def test_streams_layout_keeps_prompt_sharing_forks_and_its_per_sequence_cap():
+    """One KV stream per sequence: a prompt copied to its samples and a fork copy the cells, so
+    nothing is read twice (exact token accounting), and a prompt longer than one stream is
+    refused in one line."""
+    from infscale.backends.llamacpp import LlamaEngine
+    from infscale.models import resolve_model
+
+    _, path, _ = resolve_model("smollm2-135m")
+    eng = LlamaEngine(path, n_ctx=4096, n_seq_max=8, kv_layout="streams")
+    try:
+        assert eng.n_ctx_seq == 512 and eng.kv_layout == "streams"
+        p = SamplingParams(temperature=1.0, max_tokens=16)
+        before = eng.evaluated_tokens
+        outs = gen(eng, [GenRequest(params=p, messages=m, seed=i) for m in (MSGS, OTHERS[0]) for i in range(3)])
+        prompts = outs[0].prompt_tokens + outs[3].prompt_tokens
+        assert eng.evaluated_tokens - before == prompts + sum(o.generated_tokens - 1 for o in outs)
+        root = gen(eng, [GenRequest(params=p.with_(stop=("\n",)), prompt="Steps:\n1. Add 2 and 3.\n", keep=True, seed=1)])[0]
+        before = eng.evaluated_tokens
+        kids = gen(eng, [GenRequest(params=p, parent=root.handle, seed=s) for s in range(3)])
+        assert eng.evaluated_tokens - before == 1 + sum(k.generated_tokens - 1 for k in kids)
+        eng.free(root.handle)
+        with pytest.raises(ConfigError, match="512 per sequence"):
+            eng.submit([GenRequest(params=p, prompt="word " * 600)])
+    finally:
+        eng.close()
+
+
 def test_logprobs_model_and_sampled(engine):
     greedy = gen(engine, [GenRequest(params=SamplingParams(temperature=0.0, max_tokens=12), messages=MSGS)])[0]
     assert len(greedy.logprobs) == greedy.generated_tokens == len(greedy.sampled_logprobs)

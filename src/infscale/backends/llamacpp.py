@@ -119,6 +119,21 @@ def usable_cores() -> int:
 
 
 DEFAULT_MAX_LIVE = 64
+KV_LAYOUTS = ("unified", "streams")
+DEFAULT_N_CTX = 16384  # unified: cells shared by all sequences
+DEFAULT_SEQ_CELLS = 512  # streams: cells of each sequence's own stream
+
+
+def kv_layout_setting(kv_layout: str | None, name: str = "kv_layout") -> str:
+    """The KV-cache layout asked for: ``"unified"`` or ``"streams"`` (``None`` reads
+    ``INFSCALE_KV_LAYOUT``; unset, ``"unified"``)."""
+    source = name
+    if kv_layout is None:
+        kv_layout = os.environ.get("INFSCALE_KV_LAYOUT", "").strip() or "unified"
+        source = "INFSCALE_KV_LAYOUT"
+    if not isinstance(kv_layout, str) or kv_layout.lower() not in KV_LAYOUTS:
+        raise ConfigError(source, f"got {kv_layout!r}", "'unified' or 'streams'")
+    return kv_layout.lower()
 
 
 def best_concurrency(n: int, max_live: int = DEFAULT_MAX_LIVE) -> int:
@@ -262,7 +277,12 @@ class _Job:
 class LlamaEngine(Generator):
     """Embedded llama.cpp generator with a persistent multi-sequence scheduler.
 
-    model_path: a GGUF file. n_ctx: KV-cache cells shared by all sequences (unified cache).
+    model_path: a GGUF file. kv_layout: ``"unified"`` (one KV cache whose cells all sequences
+    share; a copied prompt shares its cells) or ``"streams"`` (one stream per sequence, each of
+    n_ctx / n_seq_max cells; a copy duplicates the cells, but a token attends to its own stream
+    only, where in the unified cache it spans the used cells of every sequence, masked);
+    default ``INFSCALE_KV_LAYOUT``, else unified. n_ctx: KV-cache cells in all (default 16384
+    unified, n_seq_max x 512 streams).
     n_seq_max: sequences that may exist at once (running samples and kept handles). max_live:
     samples decoded at once; more wait in a first-come-first-served queue, a whole request
     group at a time, so a prompt is read once for all its samples. n_batch: tokens per decode
@@ -279,9 +299,11 @@ class LlamaEngine(Generator):
     is not batch-invariant: a sequence's logits change slightly with where its tokens land among
     the KV-cache cells (attention sums in a different order), and a small model amplifies that
     (on SmolLM2-135M: KL ~3e-3 nats per token), so a sample drawn beside others may diverge when
-    regenerated alone. Reproducible mode is about 2x slower (no batching, no prefix sharing).
-    Kept trajectories (step-level search) also run one at a time there, but forks share the
-    cache with their parents, so search is not covered by the guarantee.
+    regenerated alone. Per-sequence streams do not cure that: a batched run on them still gave a
+    sample that differed when regenerated alone. Reproducible mode costs the batching and the
+    prefix sharing (see docs/evaluation.md for the measured cost). Kept trajectories (step-level
+    search) also run one at a time there, but forks share the cache with their parents, so
+    search is not covered by the guarantee.
     """
 
     name = "llama.cpp"
@@ -291,7 +313,7 @@ class LlamaEngine(Generator):
         self,
         model_path: str | os.PathLike,
         *,
-        n_ctx: int = 16384,
+        n_ctx: int | None = None,
         n_seq_max: int = 128,
         n_batch: int = 1024,
         n_threads: int | str | None = None,
@@ -300,10 +322,20 @@ class LlamaEngine(Generator):
         model_name: str | None = None,
         reproducible: bool = False,
         n_gpu_layers: int = 0,
+        kv_layout: str | None = None,
     ):
         setting = threads_setting(n_threads)
         if isinstance(n_gpu_layers, bool) or not isinstance(n_gpu_layers, int) or n_gpu_layers < -1:
             raise ConfigError("n_gpu_layers", f"got {n_gpu_layers!r}", "an integer >= -1 (-1: all layers)")
+        layout = kv_layout_setting(kv_layout)
+        for pname, v in (("n_ctx", n_ctx), ("n_seq_max", n_seq_max)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(pname, f"got {v!r}", "an integer >= 1")
+        if n_ctx is None:
+            n_ctx = DEFAULT_N_CTX if layout == "unified" else n_seq_max * DEFAULT_SEQ_CELLS
+        if layout == "streams" and n_ctx // n_seq_max < 2:
+            raise ConfigError("n_ctx", f"{n_ctx} cells leave {n_ctx // n_seq_max} per sequence in {n_seq_max} streams",
+                              "an n_ctx of at least 2 x n_seq_max with kv_layout='streams'")
         if isinstance(max_live, bool) or not isinstance(max_live, int) or max_live < 1:
             raise ConfigError("max_live", f"got {max_live!r}", "an integer >= 1")
         path = Path(model_path)
@@ -337,7 +369,7 @@ class LlamaEngine(Generator):
         cparams.n_seq_max = n_seq_max
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
-        cparams.kv_unified = True
+        cparams.kv_unified = layout == "unified"
         cparams.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -345,6 +377,9 @@ class LlamaEngine(Generator):
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
         self.n_seq_max = llama_cpp.llama_n_seq_max(self._ctx)
+        self.kv_layout = layout
+        # cells one sequence may fill: all of them (unified) or its own stream's share
+        self.n_ctx_seq = self.n_ctx if layout == "unified" else self.n_ctx // self.n_seq_max
         self.n_batch = llama_cpp.llama_n_batch(self._ctx)
         self.n_ubatch = cparams.n_ubatch
         self.kv_unified = bool(cparams.kv_unified)
@@ -476,9 +511,9 @@ class LlamaEngine(Generator):
                 prompt = self._prompt_tokens(r)
                 key = ("prompt", tuple(prompt))
                 h = None
-            if len(prompt) + r.params.max_tokens > self.n_ctx and h is None:
-                if len(prompt) >= self.n_ctx:
-                    raise ConfigError("prompt", f"{len(prompt)} tokens do not fit the context of {self.n_ctx}", "a shorter prompt or a larger n_ctx")
+            if h is None and len(prompt) >= self.n_ctx_seq:
+                raise ConfigError("prompt", f"{len(prompt)} tokens do not fit the context of {self.n_ctx_seq} per sequence",
+                                  "a shorter prompt or a larger n_ctx")
             job = groups.get(key)
             if job is None:
                 job = groups[key] = _Job(prompt=prompt, samples=[], parent=h)
@@ -825,7 +860,7 @@ class LlamaEngine(Generator):
         if s.rule is not None and self._rule_stops(s):
             self._finish(s, "confidence", None, pending=[tok])
             return False
-        if len(s.tokens) >= p.max_tokens or s.n_past + 1 >= self.n_ctx:
+        if len(s.tokens) >= p.max_tokens or s.n_past + 1 >= self.n_ctx_seq:
             self._finish(s, "length", None, pending=[tok])
             return False
         s.pending = [tok]

@@ -70,7 +70,7 @@ def register(sub) -> None:
                         "policy's curves promise the most accuracy per token (per seed); the allocation is printed")
     p.add_argument("--reproducible", action="store_true",
                    help="embedded engine: draw one sample at a time, so each is reproducible from its stored "
-                        "seed whatever ran beside it (about 2x slower)")
+                        "seed whatever ran beside it (measured: about 2.4x the batched wall time)")
     p.add_argument("--resume", default=None, metavar="RUN_ID",
                    help="continue a stored run with its stored configuration (other grid options are ignored; "
                         "--backend-url points a run made with a server at the server's new address)")
