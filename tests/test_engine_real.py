@@ -190,14 +190,10 @@ def test_cancel_frees_sequences(engine):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        for _ in range(50):
-            await asyncio.sleep(0.05)
-            if engine.stats()["free_sequences"] == free0 and engine.stats()["live"] == 0:
-                break
 
     asyncio.run(go())
-    assert engine.stats()["free_sequences"] == free0
-    assert engine.stats()["live"] == 0
+    # freed once the scheduler's current decode step returns (seconds on a busy machine)
+    assert wait_idle(engine, free0), engine.stats()
 
 
 def test_ask_returns_a_parsed_answer(engine):
