@@ -4,8 +4,8 @@
 
     infscale eval --dataset arith --limit 30 --strategies greedy,majority,best-of-n:scorer=arith-check \\
                   --budgets 1,4,8 [--seeds S] [--model M | --backend-url URL] [--db PATH] [--json]
-                  [--reproducible]
-    infscale eval --resume RUN_ID
+                  [--reproducible] [--ray [ADDRESS] [--workers K]]
+    infscale eval --resume RUN_ID [--ray [ADDRESS] [--workers K]]
 
 ``run: RUN_ID`` goes to stderr as soon as the run exists, then a progress bar. At the end the
 terminal table is printed (``--json``: one object with ``run_id`` and ``results``) and the HTML
@@ -23,6 +23,7 @@ same model served elsewhere; this session only). Two processes cannot run one ru
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import signal
 import sqlite3
@@ -71,6 +72,11 @@ def register(sub) -> None:
     p.add_argument("--reproducible", action="store_true",
                    help="embedded engine: draw one sample at a time, so each is reproducible from its stored "
                         "seed whatever ran beside it (measured: about 2.4x the batched wall time)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the grid on a Ray cluster (ray.init(ADDRESS); a new local one without ADDRESS): each "
+                        "worker owns its generator, this process stores every result (pip install 'infscale[ray]')")
+    p.add_argument("--workers", type=int, default=None, metavar="K",
+                   help="with --ray: K workers, each with its own generator (default 2); --concurrency is per worker")
     p.add_argument("--resume", default=None, metavar="RUN_ID",
                    help="continue a stored run with its stored configuration (other grid options are ignored; "
                         "--backend-url points a run made with a server at the server's new address)")
@@ -156,6 +162,35 @@ async def _run_eval(store, run_id, generator, progress, concurrency, signals):
             pass
 
 
+def _release(generator) -> None:
+    """Free the driver's generator before the Ray workers load theirs."""
+    close = getattr(generator, "close", None)
+    if close is not None:
+        close()
+    else:
+        asyncio.run(generator.aclose())
+
+
+def _run_eval_ray(store, run_id, make_generator, progress, args, signals):
+    """``run_eval_ray`` with SIGTERM treated as Ctrl-C (``signals`` records that it came)."""
+    from ..evaluation.distributed import run_eval_ray  # noqa: PLC0415
+
+    def on_term(signum, frame) -> None:
+        signals.append(signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (tests)
+        previous = None
+    try:
+        return run_eval_ray(store, run_id, make_generator, workers=args.workers or 2, address=args.ray or None,
+                            on_progress=progress, concurrency=args.concurrency)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def _stopped(kind: str, error: BaseException, run_id: str) -> None:
     print(f"infscale: {kind}: {error}; run {run_id} is stored, continue it with: infscale eval --resume {run_id}",
           file=sys.stderr)
@@ -186,6 +221,14 @@ def _run(args) -> int:
         from ._paths import check_run_id  # noqa: PLC0415
 
         check_run_id(args.resume)
+    if args.workers is not None and args.ray is None:
+        raise ConfigError("--workers", "applies to --ray only", "--ray [ADDRESS] --workers K")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError("--workers", f"got {args.workers}", "an integer >= 1")
+    if args.ray is not None:
+        from ..evaluation.distributed import import_ray  # noqa: PLC0415
+
+        import_ray()  # a missing extra is said before anything is loaded
     http = http_options(args)
     from ._engine import engine_options  # noqa: PLC0415
 
@@ -199,7 +242,7 @@ def _run(args) -> int:
             if not store.get_problems(run_id):  # its creation failed part way: there is nothing to continue
                 raise ConfigError("--resume", f"run {run_id} holds no problems (it failed while it was being "
                                   "created)", "start a new run with --dataset")
-            generator = _generator(config, args.threads, http, engine)
+            generator = None if args.ray is not None else _generator(config, args.threads, http, engine)
         else:
             if not args.dataset:
                 raise ConfigError("dataset", "missing", "--dataset NAME|FILE.jsonl, or --resume RUN_ID")
@@ -211,6 +254,9 @@ def _run(args) -> int:
                                     choices_field=config.choices_field)
             generator = _generator(config, args.threads, http, engine)
             run_id = start_run(store, config, problems, chat=generator.capabilities.chat_template)
+            if args.ray is not None:  # the workers load their own; this one only told the prompt format
+                _release(generator)
+                generator = None
         print(f"run: {run_id}", file=sys.stderr, flush=True)
         bar = ProgressBar(enabled=not args.no_progress)
         last = []
@@ -224,7 +270,11 @@ def _run(args) -> int:
             concurrency = generator.best_concurrency(max(config.budgets))
         signals: list = []
         try:
-            counts = asyncio.run(_run_eval(store, run_id, generator, progress, concurrency, signals))
+            if args.ray is not None:
+                counts = _run_eval_ray(store, run_id, functools.partial(_generator, config, args.threads, http, engine),
+                                       progress, args, signals)
+            else:
+                counts = asyncio.run(_run_eval(store, run_id, generator, progress, concurrency, signals))
         except (KeyboardInterrupt, asyncio.CancelledError):
             bar.close()
             how = "terminated (SIGTERM)" if signals else "interrupted"
@@ -271,7 +321,9 @@ def _run(args) -> int:
             _print_allocation(run_id)
             if tps is not None:
                 print(f"throughput: {last[0].generated_tokens} generated tokens in {last[0].seconds:.1f} s = "
-                      f"{tps:.1f} tokens/s (concurrency {concurrency or config.concurrency})")
+                      f"{tps:.1f} tokens/s ("
+                      + (f"{args.workers or 2} Ray workers)" if args.ray is not None
+                         else f"concurrency {concurrency or config.concurrency})"))
         return 0
     finally:
         store.close()

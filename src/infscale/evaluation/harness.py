@@ -437,25 +437,34 @@ class _Harness:
         raise AssertionError(f"chosen answer {answer!r} was never graded")
 
     # -- the grid -----------------------------------------------------------------------
-    async def run(self) -> None:
-        # a pooled spec selects from stored samples without going through the runner, so it gets
-        # the runner's capability check here, before any call
+    async def check(self) -> None:
+        """A pooled spec selects from stored samples without going through the runner, so it
+        gets the runner's capability check here, before any call."""
         for spec in self.pooled:
             await check_capabilities(Meter(self.gen, Budget()), spec.strategy, spec.options, self._scorer(spec.scorer))
+
+    async def solve(self, problem: Problem, seed: int) -> None:
+        """One ``(problem, seed)`` item, stored as it goes: what is missing of its pool, its
+        per-budget runs and its results, retried on retryable backend errors (what is stored
+        stays). The unit of work a Ray worker runs (:mod:`.distributed`)."""
+        for attempt in range(RETRIES + 1):
+            try:
+                await self._item(problem, seed)
+                return
+            except BackendError as e:  # e.g. the KV cache was full: what is stored stays
+                if not e.retryable or attempt == RETRIES:
+                    raise BackendError(f"problem {problem.id} (seed {seed}): {e}", retryable=e.retryable,
+                                       status=e.status) from e
+                log.warning("problem %s seed %d: %s; retrying", problem.id, seed, e)
+                await asyncio.sleep(0.5 * 2**attempt)
+
+    async def run(self) -> None:
+        await self.check()
         sem = asyncio.Semaphore(self.config.concurrency)
 
         async def item(problem: Problem, seed: int) -> None:
             async with sem:
-                for attempt in range(RETRIES + 1):
-                    try:
-                        await self._item(problem, seed)
-                        break
-                    except BackendError as e:  # e.g. the KV cache was full: what is stored stays
-                        if not e.retryable or attempt == RETRIES:
-                            raise BackendError(f"problem {problem.id} (seed {seed}): {e}", retryable=e.retryable,
-                                               status=e.status) from e
-                        log.warning("problem %s seed %d: %s; retrying", problem.id, seed, e)
-                        await asyncio.sleep(0.5 * 2**attempt)
+                await self.solve(problem, seed)
             self.items_done += 1
             self._progress()
 
