@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from infscale import ConfigError, Problem
+from infscale import BackendError, ConfigError, Problem
 from infscale.cli.main import main
 from infscale.evaluation.distributed import import_ray, run_eval_ray, worker_names
 from infscale.evaluation.harness import EvalConfig, metrics_inputs, run_eval, start_run
@@ -128,6 +128,23 @@ def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, 
         assert counts == reference[2]
         assert stored(st, rid) == reference[0]
         assert st.get_run(rid)["status"] == "done"
+
+
+def test_when_every_worker_dies_the_run_fails_and_resume_completes_it(tmp_path, reference):
+    def progress(p) -> None:
+        if p.done == 1:
+            for name in worker_names(ray, rid):
+                ray.kill(ray.get_actor(name))
+
+    with Store(tmp_path / "runs.sqlite") as st:
+        rid = start_run(st, config(), problems(8), scorers=EXTRA)
+        with pytest.raises(BackendError, match="every Ray worker died") as e:
+            run_eval_ray(st, rid, functools.partial(fake, 0.01), workers=1, scorers=EXTRA, concurrency=2,
+                         on_progress=progress)
+        assert "\n" not in str(e.value)
+        assert st.get_run(rid)["status"] == "failed" and 0 < st.counts(rid)["results"] < reference[2]["results"]
+        run_eval_ray(st, rid, fake, workers=2, scorers=EXTRA)
+        assert stored(st, rid) == reference[0] and st.get_run(rid)["status"] == "done"
 
 
 def test_resume_on_the_cluster_fills_in_what_is_missing(tmp_path, reference):

@@ -174,6 +174,11 @@ def _store_item(store: Store, run_id: str, out: dict[str, Any], sent: list[dict[
     store.put_results(run_id, out["results"])
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def _cause(ray, e: BaseException) -> BaseException:
     """The error a worker raised (Ray wraps it in a RayTaskError)."""
     cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None else e
@@ -217,8 +222,14 @@ def run_eval_ray(store: Store, run_id: str, make_generator: Callable[[], Generat
         actors: dict[int, Any] = {}
         try:
             if own:
-                ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING,
-                         **({} if address else {"num_cpus": max(workers, os.cpu_count() or 1)}))
+                try:
+                    ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING,
+                             **({} if address else {"num_cpus": max(workers, os.cpu_count() or 1)}))
+                except (ConnectionError, RuntimeError, ValueError) as e:
+                    where = f"join the Ray cluster at {address}" if address else "start a local Ray cluster"
+                    raise ConfigError("--ray", f"cannot {where}: {_first_line(e)}",
+                                      "a running cluster's address (auto, HOST:6379, ray://HOST:10001), or no "
+                                      "ADDRESS for a local cluster") from None
             cpus = ray.cluster_resources().get("CPU", 0)
             if cpus < workers:
                 raise ConfigError("--workers", f"{workers} workers need {workers} CPUs; the Ray cluster has "
@@ -272,6 +283,8 @@ def _drive(ray, store: Store, run_id: str, config: EvalConfig, rows: list[dict[s
             limits[i] = int(ray.get(ref))
         except ray.exceptions.RayTaskError as e:
             raise _cause(ray, e) from None
+        except ray.exceptions.RayActorError as e:
+            raise BackendError(f"Ray worker {i} died while starting: {_first_line(e)}") from None
     done = store.result_keys(run_id)
     todo = deque((row, seed) for row in rows for seed in range(config.seeds))
     total = len(todo)
@@ -297,7 +310,7 @@ def _drive(ray, store: Store, run_id: str, config: EvalConfig, rows: list[dict[s
                 busy[i] += 1
         if not inflight:
             raise BackendError(f"every Ray worker died; {len(todo)} of {total} items are not done "
-                               f"(the last death: {last_death})")
+                               f"(the last death: {_first_line(last_death) if last_death else 'unknown'})")
         ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
         for ref in ready:
             i, item, sent = inflight.pop(ref)
