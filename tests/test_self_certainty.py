@@ -286,7 +286,7 @@ def test_the_server_serves_it_by_name():
         with httpx.Client(base_url=srv.root_url, timeout=30) as http:
             ok = http.post("/v1/chat/completions", json={
                 "model": "best-of-n-6:fake", "messages": [{"role": "user", "content": "What is 6 * 7?"}],
-                "infscale": {"scorer": "self-certainty"}})
+                "seed": 1, "infscale": {"scorer": "self-certainty"}})  # seeded: some sample answers 42
             bad = http.post("/v1/chat/completions", json={
                 "model": "refine-4:fake", "messages": [{"role": "user", "content": "What is 6 * 7?"}],
                 "infscale": {"scorer": "self-certainty"}})
