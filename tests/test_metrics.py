@@ -495,3 +495,11 @@ def test_libraries_are_imported_lazily():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1]) == []
+
+
+def test_paired_comparison_with_one_fractional_difference():
+    """One non-zero paired difference (e.g. greedy vs adaptive over 2 seeds, equal but on one
+    problem): p = 1 (its two sign patterns tie), not scipy's 'two or more observations' error."""
+    r = paired_comparison([0.5, 1.0, 0.0], [0.0, 1.0, 0.0])
+    assert r["p_value"] == 1.0 and r["test"] == "sign-flip-exact"
+    assert (r["wins"], r["losses"], r["ties"]) == (1, 0, 2)

@@ -443,7 +443,7 @@ def _sign_flip_p(diffs: np.ndarray, seed: int, draws: int) -> tuple[float, str]:
 
     nz = diffs[np.abs(diffs) > 1e-12]
     m = len(nz)
-    if m == 0:
+    if m <= 1:  # both sign patterns of one difference give the same |sum| (scipy needs two)
         return 1.0, "sign-flip-exact"
     exact = m <= 16
     res = stats.permutation_test(
