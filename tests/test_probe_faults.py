@@ -129,15 +129,22 @@ async def test_feature_probes_run_concurrently():
     assert state["max"] >= 5, state  # n, max_completion_tokens, logprobs, prefill (2), stop: at once
 
 
-async def test_ten_percent_400s_do_not_downgrade_a_server(caplog):
-    """The probe campaign's case: a proxy failing 10% of requests with 400. Over many
-    generators, none settles for completions or reports a missing feature."""
+async def test_ten_percent_400s_do_not_downgrade_a_server():
+    """The probe campaign's case: a proxy failing 10% of requests with 400. A probe decides
+    "unsupported" only on CONSISTENT_REFUSALS (3) alike refusals, so each of the 5 decisions
+    checked per generator (endpoint, n, logprobs, prefill, stop) is downgraded with probability
+    0.1^3 = 0.001: over 20 generators 0.1 downgrades are expected, 3 or more with probability
+    about 2e-4. A probe deciding on one 400 would downgrade about 10 (2 or fewer with
+    probability about 0.2%). (The concurrent probes reach the proxy in an
+    order that varies, so the exact count cannot be scripted.)"""
+    downgrades = []
     with FakeOpenAIServer() as srv, FaultProxy(srv.root_url, {"400": 0.1}, seed=11) as proxy:
-        for _ in range(8):
+        for _ in range(20):
             async with OpenAIGenerator(proxy.base_url, model="fake-model", **FAST) as gen:
                 await gen.ensure_ready()
-                assert gen.probe["endpoint"] == "chat"
                 caps = gen.capabilities
-                assert caps.logprobs and caps.native_n and caps.prefill and caps.reports_stop, gen.probe
-    assert proxy.counts.get("400", 0) >= 3
-    assert "ignores" not in warnings_of(caplog) and "returns no" not in warnings_of(caplog)
+                lost = {"endpoint": gen.probe["endpoint"] != "chat", "logprobs": not caps.logprobs,
+                        "n": not caps.native_n, "prefill": not caps.prefill, "stop": not caps.reports_stop}
+                downgrades += [name for name, bad in lost.items() if bad]
+    assert proxy.counts.get("400", 0) >= 10
+    assert len(downgrades) <= 2, downgrades
