@@ -269,7 +269,7 @@ def test_claims_presets_and_cli(tmp_path, capsys):
     for preset in ("tiny", "quick", "full"):
         for spec in (pool_run(preset), search_run(preset), adaptive_run(preset), optimal_run(preset)):
             eval_config(spec, model=None, backend_url=None).validate()  # every spec is a valid eval
-        assert max(pool_run(preset).budgets) == {"tiny": 8, "quick": 32, "full": 64}[preset]
+        assert max(pool_run(preset).budgets) == {"tiny": 8, "quick": 32, "full": 256}[preset]
     # claims sharing a configuration share one run id; another model is another run
     a = eval_config(pool_run("quick"), model=None, backend_url=None)
     b = eval_config(pool_run("quick"), model="gemma3-270m", backend_url=None)
