@@ -88,7 +88,7 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in [
         "At the largest budget particle filtering is below beam search, DVTS or best-of-N (95% interval of the "
         "paired difference below 0).",
         "The paper uses 1.5B-7B models with a trained PRM on MATH500 and AIME, budgets up to 128; here the "
-        "process scorer is arith-check on one 135M model, budgets 2-16 (full) or 2-8 (quick), on 10 (full) or 8 "
+        "process scorer is arith-check on one 135M model, budgets 2-32 (full) or 2-8 (quick), on 10 (full) or 8 "
         "(quick) problems, beam search and DVTS with width 2.",
         _search, lambda o: A.analyse_search(o["search"].results)),
     Claim(
@@ -135,7 +135,7 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in [
         "compute, and is Pareto-optimal.",
         "At the largest budget REBASE is below beam search (95% interval of the paired difference below 0).",
         "The paper uses Llemma 7B/34B with a trained PRM on MATH500 and GSM8K; here arith-check as the process "
-        "scorer, one 135M model, budgets 2-16 (full) or 2-8 (quick).",
+        "scorer, one 135M model, budgets 2-32 (full) or 2-8 (quick).",
         _search, lambda o: A.analyse_rebase(o["search"].results)),
     Claim(
         "compute-optimal", "Per-query compute allocation beats uniform best-of-N",

@@ -3,7 +3,7 @@ of a quiet 2-core machine for the claims that share a run) and ``full`` (the com
 each run sized for about 20-30 minutes of a quiet 2-core machine).
 
 What is reduced from the papers is said in each claim's verdict: the papers sample up to 10,000
-times per problem on GPUs with 7B-70B models; here k stops at 256 and budgets at 16.
+times per problem on GPUs with 7B-70B models; here k stops at 256 and search budgets at 32.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _POOL = {"tiny": (4, 8), "quick": (12, 32), "full": (20, 256)}  # problems, larg
 # beam search, DVTS, REBASE and best-of-N (particle-filtering and rebase share it).
 SEARCH_STRATEGIES = ("particle-filter", "beam-search:width=2", "dvts:width=2", "rebase",
                      "best-of-n:scorer=arith-check")
-_SEARCH = {"tiny": (2, (2, 4)), "quick": (8, (2, 4, 8)), "full": (10, (2, 4, 8, 16))}
+_SEARCH = {"tiny": (2, (2, 4)), "quick": (8, (2, 4, 8)), "full": (10, (2, 4, 8, 16, 32))}
 
 _ADAPTIVE = {"tiny": 4, "quick": 12, "full": 20}  # problems (the pool run's first problems)
 
