@@ -143,7 +143,8 @@ async def test_deepconf_online_over_http_streams_and_without_logprobs_refuses():
         return [1.0 if wrong and i == 1 else 9.0 for i in range(len(tokens))]
 
     with FakeOpenAIServer(reply=reply, token_confidence=conf) as srv:
-        gen = OpenAIGenerator(srv.base_url)
+        # replies are a function of the request's seed: one request per sample (no n)
+        gen = OpenAIGenerator(srv.base_url, native_n=False)
         r = await infscale.run(PROBLEM, gen, "deepconf-online", n=8, seed=2,
                                options={"eta": 50, "window": 2, "warmup": 4, "tau": 1.0})
         await gen.aclose()

@@ -184,7 +184,8 @@ async def test_http_approximation_from_top_logprobs_is_flagged():
         return [c] * len(tokens)
 
     with FakeOpenAIServer(reply=reply, token_confidence=conf) as srv:
-        gen = OpenAIGenerator(srv.base_url)
+        # replies are a function of the request's seed: one request per sample (no n)
+        gen = OpenAIGenerator(srv.base_url, native_n=False)
         c = (await gen.generate([GenRequest(params=SamplingParams(seed=1), prompt="go", self_certainty=True)]))[0]
         r = await infscale.run(PROBLEM, gen, "best-of-n", n=4, seed=0, scorer="self-certainty")
         await gen.aclose()

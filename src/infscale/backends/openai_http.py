@@ -26,14 +26,34 @@ the rule is checked as each token's logprobs arrive and, once it holds, the stre
 tokens received so far are counted. A retryable fault before the first event is retried like
 any request; one after it fails the request.
 
+Samples drawn with ``n``: where the probe found ``n`` honoured (vLLM and SGLang do) and
+``native_n`` is on (the default), requests that differ only in their seed (the samples of one
+prompt: a sample-level strategy's batch, the children of one node in step-level search) go out
+as **one** request with ``n`` = their number and the first one's seed (:meth:`OpenAIGenerator.groups`).
+What is reproducible is then the *set*: the same prompt, parameters, seed and ``n`` give the
+same ``n`` completions on a server that honours seeds, but a sample is not reproducible alone
+from a seed of its own, and a different ``n`` (e.g. a budget that admits fewer samples, or a
+resumed evaluation that draws only the missing ones) gives a different set. Every completion's
+``seed`` is the request's. The meter counts each choice as one call with its own generated
+tokens (its logprob entries, else the usage's completion tokens shared by text length); the
+prompt, which the server reads once, is charged to the first. The budget admits requests before
+they are grouped, so a request for more samples than the budget pays for is cut to what it pays
+for. ``native_n=False`` keeps one request per sample, each with its own seed (what a caller that
+needs each sample reproducible from its stored seed wants). Requests with a streamed stop rule
+(DeepConf online) or a thinking budget are always sent alone.
+
 vLLM and SGLang are recognised after the probe (:func:`~infscale.backends.probe.identify_server`:
 SGLang's ``GET /get_server_info``, vLLM's ``GET /version``) and named in :attr:`OpenAIGenerator.server`
 and the probe record. Both honour everything the probe asks (``n``, ``max_completion_tokens``,
-logprobs, ``continue_final_message``, stop reporting: ``stop_reason`` / ``matched_stop``), so
-step-level search continues a chat problem's partial answer with ``continue_final_message`` and a
-raw-prompt problem's through ``/v1/completions`` with the prompt text plus the steps so far; both
-servers' prefix caches (vLLM's automatic prefix caching, SGLang's radix cache) are keyed by
-tokens, so the shared prefix of every continuation is served from cache on either endpoint.
+logprobs, ``continue_final_message``, stop reporting: ``stop_reason`` / ``matched_stop``).
+Step-level search continues a partial answer: on vLLM a chat problem's continuation goes through
+``/v1/completions`` as the conversation's text rendered by the server's own chat template
+(``/tokenize`` + ``/detokenize``, once per conversation, cached; :mod:`~infscale.backends.templating`)
+plus the steps so far, so every continuation of a problem starts with the same bytes and vLLM's
+automatic prefix caching serves them; on SGLang (whose ``/tokenize`` takes text, not messages) and
+on other servers it goes through chat with ``continue_final_message`` (SGLang's radix cache matches
+the rendered tokens). A raw-prompt problem continues through ``/v1/completions`` with the prompt
+text plus the steps so far everywhere. ``probe["continuation"]`` says which path is in use.
 ``response_format`` (JSON / JSON schema) is passed as it is; both constrain decoding with it.
 
 Self-certainty (``GenRequest.self_certainty``): Kang et al. 2025 define it over the whole
@@ -55,6 +75,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -62,8 +84,9 @@ import httpx
 from ..errors import BackendError, ConfigError
 from ..params import SamplingParams
 from ..types import Completion, GenRequest
-from .base import Capabilities, Generator, gather_or_cancel
+from .base import Capabilities, Generator, OnFinish, as_finished, gather_or_cancel
 from .http import RETRYABLE_STATUSES, HttpTransport, error_message, normalise_base_url, request_json, server_root
+from .templating import Templater
 from .probe import (REPROBE_SECONDS, assumed, identify_server, map_finish_reason, parse_logprobs, probe_server,
                     stop_reason)
 
@@ -88,6 +111,11 @@ class OpenAIGenerator(Generator):
     exponential backoff from ``backoff_base`` seconds, capped at ``backoff_cap`` (Retry-After
     honoured up to the cap), within ``retry_seconds`` per request.
     ``max_concurrency``: requests in flight at once.
+    ``native_n``: draw the samples of one prompt in one request with ``n`` where the server
+    honours it (False: one request per sample, each with its own seed; see the module docs).
+    ``templated_continuation``: continue chat answers through ``/v1/completions`` with the
+    server's templated prompt text where it offers it (vLLM; False: chat with
+    ``continue_final_message``).
     ``mode``: ``"auto"`` probes the server on first use; ``"full"`` skips the probe and trusts
     the server to honour everything (n, max_completion_tokens, logprobs, continue_final_message,
     stop_reason, as vLLM does); ``"basic"`` skips the probe and assumes the least (max_tokens, no
@@ -112,6 +140,8 @@ class OpenAIGenerator(Generator):
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         retry_seconds: float | None = None,
+        native_n: bool = True,
+        templated_continuation: bool = True,
     ):
         if mode not in _MODES:
             raise ConfigError("mode", f"got {mode!r}", ", ".join(_MODES))
@@ -138,6 +168,15 @@ class OpenAIGenerator(Generator):
         #: ``full``/``basic`` does not ask)
         self.server: dict[str, Any] | None = None
         self._warned_usage = False
+        #: draw the samples of one prompt in one request with ``n`` where the probe found ``n``
+        #: honoured (False: one request per sample, each with its own seed)
+        self.native_n = bool(native_n)
+        #: continue chat answers through /v1/completions with the server's own templated prompt
+        #: text where it renders one (vLLM's /tokenize + /detokenize)
+        self.templated_continuation = bool(templated_continuation)
+        self._templater = Templater(self)
+        self._continuation: dict[str, Any] = {}
+        self.requests_sent = 0  # generation requests sent (one per group of samples drawn with n)
         if mode != "auto":
             self.capabilities, self.probe, self._max_tokens_key = assumed(mode)
             self.capabilities = _with_confidence(self.capabilities)
@@ -145,12 +184,89 @@ class OpenAIGenerator(Generator):
     # ------------------------------------------------------------------ public
 
     async def generate(self, requests: list[GenRequest]) -> list[Completion]:
-        """One completion per request, in order; requests run concurrently (bounded)."""
+        """One completion per request, in order; requests run concurrently (bounded). Requests
+        that differ only in their seed go out as one request with ``n`` where the server honours
+        it (see :meth:`groups`)."""
         if not requests:
             return []
+        groups, calls = await self._prepare(requests)
+        outs = await gather_or_cancel(self._run_group([requests[i] for i in g], path, body)
+                                      for g, (path, body) in zip(groups, calls))
+        return _in_order(len(requests), groups, outs)
+
+    async def generate_settled(self, requests: list[GenRequest]) -> list[Completion]:
+        """Like :meth:`generate`, but a request (or a group drawn with ``n``) that fails with a
+        :class:`BackendError` comes back as completions with ``finish_reason="error"``."""
+        if not requests:
+            return []
+        groups, calls = await self._prepare(requests)
+        outs = await asyncio.gather(*(self._run_group([requests[i] for i in g], path, body)
+                                      for g, (path, body) in zip(groups, calls)), return_exceptions=True)
+        settled = []
+        for g, o in zip(groups, outs):
+            if isinstance(o, BackendError):
+                o = [Completion(text="", finish_reason="error", error=str(o)) for _ in g]
+            elif isinstance(o, BaseException):
+                raise o
+            settled.append(o)
+        return _in_order(len(requests), groups, settled)
+
+    async def stream(self, requests: list[GenRequest], on_finish: OnFinish | None = None
+                     ) -> AsyncIterator[tuple[int, Completion]]:
+        """Yield ``(index, completion)`` as each request finishes (the samples of a group drawn
+        with ``n`` finish together); closing the iterator cancels what is outstanding."""
+        if not requests:
+            return
+        groups, calls = await self._prepare(requests)
+        tasks = [asyncio.ensure_future(self._run_group([requests[i] for i in g], path, body))
+                 for g, (path, body) in zip(groups, calls)]
+
+        def finished(gi: int, outs: list[Completion]) -> None:
+            if on_finish is not None:
+                for i, c in zip(groups[gi], outs):
+                    on_finish(i, c)
+
+        async with aclosing(as_finished(tasks, finished)) as items:
+            async for gi, outs in items:
+                for i, c in zip(groups[gi], outs):
+                    yield i, c
+
+    def groups(self, requests: list[GenRequest]) -> list[list[int]]:
+        """The requests sent together, as lists of indices: with :attr:`native_n` on and ``n``
+        honoured by the server (``capabilities.native_n``), requests identical but for their seed
+        and key (same messages or prompt, prefix, sampling parameters and token statistics; no
+        kept trajectory, no streamed stop rule) form one group, drawn in one request with
+        ``n`` = its size and the first request's seed; every other request is alone."""
+        if not (self.native_n and self.capabilities.native_n):
+            return [[i] for i in range(len(requests))]
+        out: list[list[int]] = []
+        by_key: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            if r.parent is not None or r.keep or r.stop_rule is not None:
+                out.append([i])
+                continue
+            key = json.dumps([r.messages, r.prompt, r.prefix, repr(r.params), r.confidence, r.self_certainty],
+                             sort_keys=True, default=str)
+            if key in by_key:
+                by_key[key].append(i)
+            else:
+                by_key[key] = [i]
+                out.append(by_key[key])
+        return out
+
+    async def _prepare(self, requests: list[GenRequest]) -> tuple[list[list[int]], list[tuple[str, dict[str, Any]]]]:
+        """Probe (once), template what continues through /v1/completions, group, and build every
+        request body (a ConfigError is raised before anything is sent)."""
         await self.ensure_ready()
-        calls = [self._build(r) for r in requests]  # raises ConfigError before anything is sent
-        return await gather_or_cancel(self._run(req, path, body) for req, (path, body) in zip(requests, calls))
+        await self._templater.prepare(requests)
+        groups = self.groups(requests)
+        calls = []
+        for g in groups:
+            path, body = self._build(requests[g[0]])
+            if len(g) > 1:
+                body["n"] = len(g)
+            calls.append((path, body))
+        return groups, calls
 
     async def ensure_ready(self) -> dict[str, Any]:
         """Resolve the model name and probe the server; returns :attr:`probe`.
@@ -180,6 +296,9 @@ class OpenAIGenerator(Generator):
                     if self.server is None:
                         self.server = await identify_server(self._get_once, server_root(self.base_url))
                     self.probe["server"] = dict(self.server)
+                    if self._templater.available is None:
+                        self._continuation = await self._templater.probe()
+                    self.probe["continuation"] = dict(self._continuation)
                     self.probes += 1
                     self._reprobe_at = time.monotonic() + REPROBE_SECONDS if probed.record.get("failed") else None
                 self.probe["model"] = self.model
@@ -242,6 +361,9 @@ class OpenAIGenerator(Generator):
             raise ConfigError("self_certainty", f"the server at {self.base_url} returns no top_logprobs, so "
                               "self-certainty cannot be computed", "a server that returns top_logprobs")
         if req.messages is not None:
+            templated = self._templater.text(req.messages) if req.prefix else None
+            if templated is not None:  # the server's own template text + the steps so far
+                return self._completions_call(req, seed, templated)
             if req.prefix and not self.capabilities.prefill:
                 raise ConfigError(
                     "prefix",
@@ -265,18 +387,27 @@ class OpenAIGenerator(Generator):
             return "/chat/completions", body
         return self._completions_call(req, seed)
 
-    def _completions_call(self, req: GenRequest, seed: int | None) -> tuple[str, dict[str, Any]]:
-        body = {"model": self.model, "prompt": (req.prompt or "") + req.prefix}
+    def _completions_call(self, req: GenRequest, seed: int | None, templated: str | None = None
+                          ) -> tuple[str, dict[str, Any]]:
+        """A /v1/completions request: the raw prompt plus the prefix, or (``templated``) a chat
+        problem's prompt text as the server's chat template renders it plus the prefix, sent
+        with ``add_special_tokens: false`` (the template's text carries its own)."""
+        if templated is not None:
+            body: dict[str, Any] = {"model": self.model, "prompt": templated + req.prefix, "add_special_tokens": False}
+        else:
+            body = {"model": self.model, "prompt": (req.prompt or "") + req.prefix}
         body.update(self._native_params(req.params, seed, "completions", _top_needed(req)))
         _stream_if_ruled(req, body, chat=False)
         return "/completions", body
 
-    async def _run(self, req: GenRequest, path: str, body: dict[str, Any]) -> Completion:
+    async def _run_group(self, reqs: list[GenRequest], path: str, body: dict[str, Any]) -> list[Completion]:
+        """One HTTP request for ``reqs`` (one request, or a group drawn with ``n``)."""
         async with self.transport.semaphore:
+            self.requests_sent += 1
             if body["stream"]:
-                return await self._run_stream(req, path, body)
+                return [await self._run_stream(reqs[0], path, body)]
             data = await self._post(path, body)
-        return self._parse(data, req, path, body.get("seed"))
+        return self._parse_choices(data, reqs, path, body.get("seed"))
 
     async def _run_stream(self, req: GenRequest, path: str, body: dict[str, Any]) -> Completion:
         """A streamed request: its stop rule is checked as tokens arrive, and the stream is
@@ -379,11 +510,78 @@ class OpenAIGenerator(Generator):
                           seed=seed, error=error, confidences=confs, self_certainties=scs)
 
     def _parse(self, data: Any, req: GenRequest, path: str, seed: int | None) -> Completion:
+        """The completion of one request from its response."""
+        return self._parse_choices(data, [req], path, seed)[0]
+
+    def _parse_choices(self, data: Any, reqs: list[GenRequest], path: str, seed: int | None) -> list[Completion]:
+        """One completion per request of ``reqs`` from the response's choices (``n`` =
+        ``len(reqs)``). With several choices, each is charged its own generated tokens (its
+        logprob entries, else the usage's completion tokens shared by text length) and the
+        prompt, read once by the server, is charged to the first."""
         url = self.base_url + path
         choices = data.get("choices") if isinstance(data, dict) else None
-        if not choices or not isinstance(choices[0], dict):
+        if not choices or not all(isinstance(c, dict) for c in choices):
             raise BackendError(f"malformed response from {url}: no choices in {str(data)[:200]}", retryable=False)
-        choice = choices[0]
+        k = len(reqs)
+        if len(choices) < k:
+            raise BackendError(f"{url} returned {len(choices)} choice(s) for n={k}", retryable=False)
+        choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int) else 0)[:k]
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        prompt_tokens = generated = None
+        if usage is not None:
+            prompt_tokens = usage.get("prompt_tokens")
+            generated = usage.get("completion_tokens")
+        if not isinstance(prompt_tokens, int):
+            prompt_tokens = 0
+        parsed = [self._parse_choice(c, path) for c in choices]
+        texts = [p[0] for p in parsed]
+        entries = [p[3] for p in parsed]
+        if k == 1:
+            counts = [generated] if isinstance(generated, int) else None
+        elif all(entries) and (not isinstance(generated, int) or sum(entries) == generated):
+            counts = entries
+        elif isinstance(generated, int):
+            counts = _share(generated, [len(t) for t in texts])
+        else:
+            counts = None
+        if counts is None:
+            counts = [e if e else (max(1, len(t) // 4) if t else 0) for t, e in zip(texts, entries)]
+            if not self._warned_usage:
+                self._warned_usage = True
+                logger.warning(
+                    "OpenAI server at %s returned no usage; infscale estimates generated tokens "
+                    "from the logprob entries, else as len(text)//4, and counts prompt tokens as 0",
+                    self.base_url,
+                )
+        details = usage.get("completion_tokens_details") if usage is not None else None
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) and k == 1 else None
+        out = []
+        for j, (req, choice, (text, logprobs, tops, _), n_gen) in enumerate(zip(reqs, choices, parsed, counts)):
+            finish, error = map_finish_reason(choice.get("finish_reason"))
+            stop = stop_reason(choice)
+            stop = stop if isinstance(stop, str) and stop in req.params.stop else None
+            confs = [_confidence(t, req.confidence, url) for t in tops] if req.confidence else None
+            scs = [_self_certainty_topk(t, url) for t in tops] if req.self_certainty else None
+            out.append(Completion(
+                text=text,
+                finish_reason=finish,
+                prompt_tokens=prompt_tokens if j == 0 else 0,
+                generated_tokens=n_gen,
+                logprobs=list(logprobs),
+                sampled_logprobs=list(logprobs),
+                top_logprobs=tops if req.params.top_logprobs > 0 and tops else None,
+                stop=stop,
+                seed=seed,
+                error=error,
+                confidences=confs,
+                reasoning_tokens=reasoning if isinstance(reasoning, int) and 0 <= reasoning <= n_gen else 0,
+                self_certainties=scs,
+            ))
+        return out
+
+    @staticmethod
+    def _parse_choice(choice: dict, path: str) -> tuple[str, list[float], list[dict[str, float]], int]:
+        """A choice's text, logprobs, top logprobs and number of logprob entries."""
         if path == "/chat/completions":
             message = choice.get("message") or {}
             text = message.get("content") or ""
@@ -394,46 +592,8 @@ class OpenAIGenerator(Generator):
                 text = f"<think>{thinking}</think>{text}"
         else:
             text = choice.get("text") or ""
-        finish, error = map_finish_reason(choice.get("finish_reason"))
         logprobs, tops, n_entries = parse_logprobs(choice.get("logprobs"))
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
-        prompt_tokens = generated = None
-        if usage is not None:
-            prompt_tokens = usage.get("prompt_tokens")
-            generated = usage.get("completion_tokens")
-        if not isinstance(generated, int):
-            generated = n_entries if n_entries else (max(1, len(text) // 4) if text else 0)
-            if not self._warned_usage:
-                self._warned_usage = True
-                logger.warning(
-                    "OpenAI server at %s returned no usage; infscale estimates generated tokens "
-                    "from the logprob entries, else as len(text)//4, and counts prompt tokens as 0",
-                    self.base_url,
-                )
-        if not isinstance(prompt_tokens, int):
-            prompt_tokens = 0
-        details = usage.get("completion_tokens_details") if usage is not None else None
-        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
-        stop = stop_reason(choice)
-        stop = stop if isinstance(stop, str) and stop in req.params.stop else None
-        url_ = self.base_url + path
-        confs = [_confidence(t, req.confidence, url_) for t in tops] if req.confidence else None
-        scs = [_self_certainty_topk(t, url_) for t in tops] if req.self_certainty else None
-        return Completion(
-            text=text,
-            finish_reason=finish,
-            prompt_tokens=prompt_tokens,
-            generated_tokens=generated,
-            logprobs=list(logprobs),
-            sampled_logprobs=list(logprobs),
-            top_logprobs=tops if req.params.top_logprobs > 0 and tops else None,
-            stop=stop,
-            seed=seed,
-            error=error,
-            confidences=confs,
-            reasoning_tokens=reasoning if isinstance(reasoning, int) and 0 <= reasoning <= generated else 0,
-            self_certainties=scs,
-        )
+        return text, logprobs, tops, n_entries
 
     # ------------------------------------------------------------------ HTTP
 
@@ -493,6 +653,28 @@ def _confidence(top: dict[str, float], k: int, url: str) -> float:
         raise BackendError(f"{url} returned no top_logprobs for a token, so its confidence is unknown",
                            retryable=False)
     return -sum(vals) / len(vals)
+
+
+def _share(total: int, weights: list[int]) -> list[int]:
+    """``total`` split in proportion to ``weights`` (largest remainders; equal shares when all
+    weights are 0), summing exactly to ``total``."""
+    if not any(weights):
+        weights = [1] * len(weights)
+    whole = sum(weights)
+    exact = [total * w / whole for w in weights]
+    parts = [int(x) for x in exact]
+    for j in sorted(range(len(parts)), key=lambda j: parts[j] - exact[j])[: total - sum(parts)]:
+        parts[j] += 1
+    return parts
+
+
+def _in_order(size: int, groups: list[list[int]], outs: list[list[Completion]]) -> list[Completion]:
+    """The groups' completions back in request order."""
+    result: list[Completion | None] = [None] * size
+    for g, o in zip(groups, outs):
+        for i, c in zip(g, o):
+            result[i] = c
+    return result  # type: ignore[return-value]
 
 
 def _usage_int(usage: Any, key: str) -> int:

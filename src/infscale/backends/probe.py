@@ -4,8 +4,9 @@ Servers differ in what they honour, and most ignore what they do not know instea
 it. So :func:`probe_server` asks the server with a few one-token requests, all at once, and
 reports what it found (the OpenAI generator trusts it from then on):
 
-* ``n``: does ``n=2`` return two choices? (``capabilities.native_n``; infscale always sends one
-  request per sample, so this is informational.)
+* ``n``: does ``n=2`` return two choices? (``capabilities.native_n``: where it does, the
+  generator draws the samples of one prompt in one request with ``n``; see
+  :meth:`~infscale.backends.openai_http.OpenAIGenerator.groups`.)
 * ``max_completion_tokens``: does it bound the completion? If not, ``max_tokens`` is sent.
 * ``logprobs`` / ``top_logprobs``: are they returned?
 * prefill: is ``continue_final_message`` honoured? (The prompt of a request that continues a
