@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from infscale.backends.openai_http import OpenAIGenerator
+from infscale.errors import BackendError
 from infscale.params import Budget, SamplingParams
 from infscale.strategies.runner import run
 from infscale.testing.fake_servers import FakeSGLangServer, FakeVLLMServer, render_chat
@@ -149,3 +150,50 @@ async def test_requests_that_differ_are_not_grouped():
             outs = await gen.generate_settled(reqs)
         assert [o.finish_reason for o in outs] == ["stop"] * 4
         assert [b.get("n", 1) for b in _samples(srv)] == [2, 1, 1]
+
+
+# ------------------------------------------------------------ the log-probability of a given text
+
+
+def _position_logprob(tokens, i):
+    """The fake model's log-probability of prompt token i: -0.1 * i (a different value at every position)."""
+    return -0.1 * i
+
+
+async def test_vllm_scores_a_given_text_from_prompt_logprobs():
+    with FakeVLLMServer(prompt_logprob=_position_logprob) as srv:
+        async with OpenAIGenerator(srv.base_url) as gen:
+            await gen.ensure_ready()
+            assert gen.capabilities.prompt_logprobs and gen.probe["prompt_logprobs"] is True
+            raw, chat = await gen.text_logprobs([
+                GenRequest(params=SamplingParams(top_logprobs=2), prompt="Q: 2 + 3?", prefix=" A: 5"),
+                GenRequest(params=SamplingParams(), messages=[{"role": "user", "content": "2 + 3?"}],
+                           prefix=" It is 5"),
+            ])
+            # a text that merges with the end of its context has no tokens of its own: refused
+            with pytest.raises(BackendError, match="token boundary"):
+                await gen.text_logprobs([GenRequest(params=SamplingParams(), prompt="Q: 2 + 3?", prefix="!")])
+        # raw: "<bos>" "Q:" " 2" " +" " 3?" then the text's " A:" " 5" at positions 5 and 6
+        assert raw.text == " A: 5" and raw.logprobs == pytest.approx([-0.5, -0.6])
+        assert raw.top_logprobs[0] == {" A:": -0.5, " alt1": -3.0, " alt2": -4.0}
+        # chat: the server's templated conversation (no BOS), then " It" " is" " 5"
+        n = len(render_chat([{"role": "user", "content": "2 + 3?"}]).split())
+        assert chat.logprobs == pytest.approx([-0.1 * (n + j) for j in range(3)]) and chat.top_logprobs is None
+        scored = [b for _, p, b in srv.calls if p == "/v1/completions" and b.get("prompt_logprobs") is not None
+                  and b["prompt"] != "1 2 3"]
+        assert [b["prompt_logprobs"] for b in scored] == [2, 0] and all(b["max_tokens"] == 1 for b in scored)
+        assert scored[1]["prompt"] == render_chat([{"role": "user", "content": "2 + 3?"}]) + " It is 5"
+
+
+@pytest.mark.parametrize("server", [FakeSGLangServer, None])
+async def test_servers_without_prompt_logprobs_refuse_in_one_line(server):
+    from infscale.errors import ConfigError
+    from infscale.testing.fake_openai import FakeOpenAIServer
+
+    with (server or FakeOpenAIServer)() as srv:
+        async with OpenAIGenerator(srv.base_url) as gen:
+            with pytest.raises(ConfigError) as e:
+                await gen.text_logprobs([GenRequest(params=SamplingParams(), prompt="Q", prefix=" A")])
+            assert not gen.capabilities.prompt_logprobs
+        assert "prompt_logprobs" in str(e.value) and "\n" not in str(e.value)
+        assert not any(isinstance(b, dict) and b.get("prompt_logprobs") is not None for b in srv.requests)

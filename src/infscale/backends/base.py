@@ -13,7 +13,7 @@ from contextlib import aclosing
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from ..errors import BackendError
+from ..errors import BackendError, ConfigError
 from ..types import Completion, GenRequest
 
 __all__ = ["Capabilities", "Generator", "OnFinish", "as_finished", "gather_or_cancel"]
@@ -37,6 +37,8 @@ class Capabilities:
     # per-token self-certainty KL(U || p) (GenRequest.self_certainty): "exact" (the full vocabulary's
     # logits), "top-k" (an approximation from top logprobs), "" (none)
     self_certainty: str = ""
+    # the log-probability of a given text after a prompt (Generator.text_logprobs; vLLM's prompt_logprobs)
+    prompt_logprobs: bool = False
 
 
 async def gather_or_cancel(coros) -> list:
@@ -115,6 +117,12 @@ class Generator:
         back as a completion with ``finish_reason="error"`` instead of failing the others."""
         outs = await asyncio.gather(*(_first(self.generate([r])) for r in requests), return_exceptions=True)
         return [_settle(o) for o in outs]
+
+    async def text_logprobs(self, requests: list[GenRequest]) -> list[Completion]:
+        """The log-probabilities of given text: per request, of the tokens of ``prefix`` after its
+        prompt or conversation (generators with ``capabilities.prompt_logprobs``)."""
+        raise ConfigError("prompt_logprobs", f"the generator {self.name!r} cannot give the log-probability of a "
+                          "given text", "a vLLM server (--backend-url), whose prompt_logprobs it reads")
 
     async def ensure_ready(self) -> None:
         """Learn what the backend can do before the first request (a probe, once); after it

@@ -176,6 +176,7 @@ class OpenAIGenerator(Generator):
         self.templated_continuation = bool(templated_continuation)
         self._templater = Templater(self)
         self._continuation: dict[str, Any] = {}
+        self._prompt_logprobs = False
         self.requests_sent = 0  # generation requests sent (one per group of samples drawn with n)
         if mode != "auto":
             self.capabilities, self.probe, self._max_tokens_key = assumed(mode)
@@ -298,12 +299,102 @@ class OpenAIGenerator(Generator):
                     self.probe["server"] = dict(self.server)
                     if self._templater.available is None:
                         self._continuation = await self._templater.probe()
+                        self._prompt_logprobs = await self._probe_prompt_logprobs()
                     self.probe["continuation"] = dict(self._continuation)
+                    self.probe["prompt_logprobs"] = self._prompt_logprobs
+                    self.capabilities = dataclasses.replace(self.capabilities, prompt_logprobs=self._prompt_logprobs)
                     self.probes += 1
                     self._reprobe_at = time.monotonic() + REPROBE_SECONDS if probed.record.get("failed") else None
                 self.probe["model"] = self.model
                 self._ready = True
         return self.probe
+
+    async def text_logprobs(self, requests: list[GenRequest]) -> list[Completion]:
+        """The log-probabilities of given text, from vLLM's ``prompt_logprobs``: per request, of
+        the tokens of ``prefix`` after the request's prompt (raw text) or conversation (rendered
+        by the server's chat template and opened for the assistant, as
+        :mod:`~infscale.backends.templating` gets it). One ``/v1/completions`` request with the
+        context plus the text as its prompt, ``prompt_logprobs`` = ``params.top_logprobs`` and
+        one generated token, after ``/tokenize`` of the context and of the whole (the text's
+        tokens are those past the context's, which must be a token boundary).
+
+        ``Completion.text`` is the prefix; ``logprobs`` its tokens' log-probabilities as the server
+        reports them;
+        ``top_logprobs`` the alternatives at each position (``params.top_logprobs`` > 0, keyed by
+        the decoded token); ``prompt_tokens`` the whole prompt and ``generated_tokens`` the one
+        token generated, as the server counts them. A server without ``prompt_logprobs``
+        (``capabilities.prompt_logprobs`` False: SGLang, llama-server, hosted APIs) raises a
+        one-line ConfigError before anything is sent."""
+        if not requests:
+            return []
+        await self.ensure_ready()
+        if not self.capabilities.prompt_logprobs:
+            raise ConfigError("prompt_logprobs", f"the server at {self.base_url} returns no prompt_logprobs (a vLLM "
+                              "extension), so the log-probability of a given text cannot be computed",
+                              "a vLLM server (vllm serve)")
+        for r in requests:
+            if not r.prefix:
+                raise ConfigError("prefix", "text_logprobs scores a request's prefix, and it is empty", "a non-empty prefix")
+        await self._templater.prepare(requests)
+        return await gather_or_cancel(self._text_logprobs(r) for r in requests)
+
+    async def _text_logprobs(self, req: GenRequest) -> Completion:
+        if req.messages is not None:
+            context, special = self._templater.text(req.messages), False
+            if context is None:
+                raise ConfigError("messages", f"the server at {self.base_url} could not render this conversation "
+                                  "as text", "a prompt request (raw text)")
+        else:
+            context, special = req.prompt or "", True
+        head, whole = await asyncio.gather(self._templater.tokenize(context, special),
+                                           self._templater.tokenize(context + req.prefix, special))
+        if len(whole) <= len(head) or whole[: len(head)] != head:
+            raise BackendError(f"on {self.base_url} the text does not start at a token boundary of its context, so its "
+                               "tokens cannot be told apart", retryable=False)
+        top = int(req.params.top_logprobs)
+        body = {"model": self.model, "prompt": context + req.prefix, "max_tokens": 1, "temperature": 0.0,
+                "prompt_logprobs": top, "add_special_tokens": special}
+        async with self.transport.semaphore:
+            self.requests_sent += 1
+            data = await self._post("/completions", body)
+        url = self.base_url + "/completions"
+        choices = data.get("choices") if isinstance(data, dict) else None
+        entries = choices[0].get("prompt_logprobs") if choices and isinstance(choices[0], dict) else None
+        if not isinstance(entries, list) or len(entries) != len(whole):
+            got = len(entries) if isinstance(entries, list) else 0
+            raise BackendError(f"{url} returned {got} prompt_logprobs entries for {len(whole)} prompt tokens",
+                               retryable=False)
+        logprobs: list[float] = []
+        tops: list[dict[str, float]] = []
+        for pos in range(len(head), len(whole)):
+            entry = entries[pos]
+            own = entry.get(str(whole[pos])) if isinstance(entry, dict) else None
+            value = own.get("logprob") if isinstance(own, dict) else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise BackendError(f"{url} returned no log-probability for prompt token {pos}", retryable=False)
+            logprobs.append(float(value))
+            tops.append({str(v.get("decoded_token", k)): float(v["logprob"]) for k, v in entry.items()
+                         if isinstance(v, dict) and isinstance(v.get("logprob"), (int, float))})
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        return Completion(text=req.prefix, finish_reason="length", prompt_tokens=_usage_int(usage, "prompt_tokens"),
+                          generated_tokens=_usage_int(usage, "completion_tokens") or 1, logprobs=logprobs,
+                          sampled_logprobs=list(logprobs), top_logprobs=tops if top > 0 else None)
+
+    async def _probe_prompt_logprobs(self) -> bool:
+        """Does the server return ``prompt_logprobs`` (asked of vLLM only: other servers ignore or
+        refuse the field)?"""
+        if (self.server or {}).get("name") != "vllm":
+            return False
+        body = {"model": self.model, "prompt": "1 2 3", "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+        try:
+            data = await self._post("/completions", body)
+        except BackendError as e:
+            logger.warning("vLLM at %s: prompt_logprobs could not be checked (%s); taken as unsupported",
+                           self.base_url, e)
+            return False
+        choices = data.get("choices") if isinstance(data, dict) else None
+        entries = choices[0].get("prompt_logprobs") if choices and isinstance(choices[0], dict) else None
+        return isinstance(entries, list) and any(isinstance(e, dict) and e for e in entries)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

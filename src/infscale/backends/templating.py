@@ -95,6 +95,10 @@ class Templater:
             path = "chat: continue_final_message"
         return {"path": path, "templated": bool(self.available), "why": self.why}
 
+    async def tokenize(self, text: str, special: bool) -> list[int]:
+        """The token ids of ``text`` (``special``: with the tokenizer's special tokens, e.g. BOS)."""
+        return _ids(await self._post("/tokenize", {"prompt": text, "add_special_tokens": special}), "/tokenize")
+
     async def _render(self, messages: list[dict[str, str]]) -> str | None:
         """The templated text, or None when it does not round-trip to the same token ids."""
         ids = _ids(await self._post("/tokenize", {"messages": messages, "add_generation_prompt": True}), "/tokenize")
