@@ -58,7 +58,9 @@ from ..errors import BackendError, ConfigError, MissingExtraError
 from ..params import SamplingParams
 from ..types import Completion, ConfidenceStop, GenRequest
 from .base import Capabilities, Generator, OnFinish, _settle, as_finished
-from .sampling import log_softmax, sample_rows, sample_token, self_certainty, token_confidence
+from .grammar import Grammar, GrammarBook
+from .sampling import (_wants_logprob, log_softmax, sample_masked, sample_rows, sample_token, self_certainty,
+                       token_confidence)
 
 __all__ = ["LlamaEngine", "SeqHandle"]
 
@@ -219,9 +221,11 @@ class SeqHandle:
     ``n_past`` tokens are in the cache; ``pending`` tokens were sampled but not yet evaluated.
     """
 
-    __slots__ = ("seq_id", "n_past", "pending", "finished", "freed", "engine_id", "prompt_tokens")
+    __slots__ = ("seq_id", "n_past", "pending", "finished", "freed", "engine_id", "prompt_tokens", "grammar")
 
-    def __init__(self, seq_id: int, n_past: int, pending: list[int], finished: bool, engine_id: int, prompt_tokens: int):
+    def __init__(self, seq_id: int, n_past: int, pending: list[int], finished: bool, engine_id: int, prompt_tokens: int,
+                 grammar: Grammar | None = None):
+        self.grammar = grammar  # the sequence's JSON-grammar state (constrained requests), forked with it
         self.seq_id = seq_id
         self.n_past = n_past
         self.pending = pending
@@ -257,6 +261,12 @@ class _Sample:
     rule: ConfidenceStop | None = None
     window_sum: float = 0.0  # the rule's running sum of the last rule.window confidences
     sc: list[float] | None = None  # self-certainty per token (None: not asked)
+    grammar: Grammar | None = None  # its own grammar state (response_format), from admission on
+
+    def drop_grammar(self) -> None:
+        if self.grammar is not None:
+            self.grammar.free()
+            self.grammar = None
 
 
 @dataclass
@@ -268,6 +278,8 @@ class _Job:
     parent: SeqHandle | None = None
     started: bool = False
     read: int = 0  # prompt tokens already in the leader's cache
+    grammar: Grammar | None = None  # template of a constrained request (not owned; forks use the parent's)
+    grammar_prefix: list[int] = field(default_factory=list)  # prefix tokens the grammar reads first
 
     @property
     def leader(self) -> _Sample:
@@ -398,7 +410,9 @@ class LlamaEngine(Generator):
         self.capabilities = Capabilities(
             logprobs=True, top_logprobs=True, prefill=True, native_n=True, kv_fork=True,
             chat_template=self.chat_template is not None, confidence=True, self_certainty="exact",
+            response_format=True,
         )
+        self._grammars = GrammarBook(llama_cpp, self._vocab, self.n_vocab)
         self._jinja = None
 
         # scheduler state; everything below is touched only by the scheduler thread,
@@ -505,18 +519,27 @@ class LlamaEngine(Generator):
                     raise ConfigError("parent", "not a handle of this engine", "a handle returned by this engine with keep=True")
                 if h.freed:
                     raise ConfigError("parent", "the handle was already freed", "a live handle")
+                if r.params.response_format is not None and h.grammar is None:
+                    raise ConfigError("response_format", "the parent handle was generated without it, so its "
+                                      "continuation cannot be constrained", "the same response_format on the "
+                                      "request that made the parent, or none on the continuation")
                 key: Any = ("fork", id(h), r.prefix)
                 prompt = list(h.pending) + (self.tokenize(r.prefix) if r.prefix else [])
+                template = None
             else:
                 prompt = self._prompt_tokens(r)
-                key = ("prompt", tuple(prompt))
+                rf = r.params.response_format
+                template = self._grammars.template(rf) if rf is not None else None
+                key = ("prompt", tuple(prompt), rf)
                 h = None
             if h is None and len(prompt) >= self.n_ctx_seq:
                 raise ConfigError("prompt", f"{len(prompt)} tokens do not fit the context of {self.n_ctx_seq} per sequence",
                                   "a shorter prompt or a larger n_ctx")
             job = groups.get(key)
             if job is None:
-                job = groups[key] = _Job(prompt=prompt, samples=[], parent=h)
+                job = groups[key] = _Job(prompt=prompt, samples=[], parent=h, grammar=template)
+                if r.prefix and (template is not None or (h is not None and h.grammar is not None)):
+                    job.grammar_prefix = self.tokenize(r.prefix, special=False)
             job.samples.append(s)
         with self._cv:
             self._inbox.extend(groups.values())
@@ -588,6 +611,7 @@ class LlamaEngine(Generator):
         ll = self._ll
         ll.llama_batch_free(self._batch)
         ll.llama_free(self._ctx)
+        self._grammars.close()
         ll.llama_model_free(self._model)
 
     def __del__(self):  # pragma: no cover - best effort
@@ -610,6 +634,8 @@ class LlamaEngine(Generator):
             try:
                 for h in frees:
                     self._release(h.seq_id)
+                    if h.grammar is not None:
+                        h.grammar.free()
                 self._reap_cancelled()
                 self._admit()
                 if self._jobs_reading or self._live:
@@ -642,6 +668,7 @@ class LlamaEngine(Generator):
         for s in self._live:
             if s.future.cancelled():
                 self._release(s.seq_id)
+                s.drop_grammar()
             else:
                 keep.append(s)
         self._live = keep
@@ -653,6 +680,7 @@ class LlamaEngine(Generator):
             if all(s.future.cancelled() for s in job.samples):
                 for s in job.samples:
                     self._release(s.seq_id)
+                    s.drop_grammar()
                 self._jobs_reading.remove(job)
 
     def _admit(self) -> None:
@@ -685,11 +713,14 @@ class LlamaEngine(Generator):
             take = 1 if self.reproducible else min(len(job.samples), max(room, 1), len(self._free_ids))
             if take < len(job.samples):
                 # split: the rest waits (and reads the prefix again later)
-                rest = _Job(prompt=job.prompt, samples=job.samples[take:], parent=job.parent)
+                rest = _Job(prompt=job.prompt, samples=job.samples[take:], parent=job.parent, grammar=job.grammar,
+                            grammar_prefix=job.grammar_prefix)
                 job.samples = job.samples[:take]
                 self._queue[0] = rest
             else:
                 self._queue.popleft()
+            if not self._start_grammars(job):
+                continue
             if self.reproducible and len(self._free_ids) == self.n_seq_max:
                 # nothing is held: start from an empty cache, so the sample's tokens take the
                 # same cells as when it runs alone
@@ -701,6 +732,28 @@ class LlamaEngine(Generator):
                 self._ll.llama_memory_seq_cp(self._mem, job.parent.seq_id, lead.seq_id, -1, -1)
                 lead.n_past = job.parent.n_past
             self._jobs_reading.append(job)
+
+    def _start_grammars(self, job: _Job) -> bool:
+        """Give each sample of a constrained job its own grammar state: a clone of the request's
+        template, or of the parent's state for a fork, after reading the job's prefix. False
+        (the samples failed) if the prefix does not fit the grammar."""
+        src = job.parent.grammar if job.parent is not None else job.grammar
+        if src is None:
+            return True
+        base = src.clone()
+        try:
+            for t in job.grammar_prefix:
+                if not self._grammars.allows(base, t):
+                    for s in job.samples:
+                        _set(s.future, exc=ConfigError("prefix", "it does not fit the response_format's grammar",
+                                                       "a prefix that starts (or continues) a matching JSON text"))
+                    return False
+                base.accept(t)
+            for s in job.samples:
+                s.grammar = base.clone()
+        finally:
+            base.free()
+        return True
 
     def _step(self) -> None:
         """One decode call: the next token of every live sample, then prompt chunks."""
@@ -783,19 +836,21 @@ class LlamaEngine(Generator):
         for job in finished_jobs:
             self._jobs_reading.remove(job)
         kept = []
+        constrained = []  # indices into kept of the samples with a grammar (response_format)
         for s, row in draw:
             if s.future.cancelled():
                 self._release(s.seq_id)
                 s.seq_id = -1
+                s.drop_grammar()
             else:
+                if s.grammar is not None:
+                    constrained.append(len(kept))
                 kept.append((s, row))
         t4 = time.perf_counter()
-        if self.reproducible:  # the float64 per-row sampler, exactly as samples were stored
-            tokens = [sample_token(logits[row], s.params, s.rng) for s, row in kept]
-        else:  # one array operation over all rows (logits are a view: nothing is copied)
-            rows = [row for _, row in kept]
-            z = logits if rows == list(range(len(outs))) else logits[rows]
-            tokens = sample_rows(z, [s.params for s, _ in kept], [s.rng for s, _ in kept])
+        if constrained:
+            tokens = self._draw_constrained(logits, kept, constrained)
+        else:
+            tokens = self._draw(logits, kept, len(outs))
         confs = self._confidences(logits, kept)
         scs = [s for s, _ in kept if s.sc is not None]
         if scs:  # self-certainty of the rows that asked (one array operation)
@@ -803,12 +858,50 @@ class LlamaEngine(Generator):
                 s.sc.append(float(v))
         t5 = time.perf_counter()
         still: list[_Sample] = []
-        for (s, row), (tok, lp, slp), conf in zip(kept, tokens, confs):
+        for (s, row), drawn, conf in zip(kept, tokens, confs):
+            if drawn is None:  # the grammar allowed no token
+                self._release(s.seq_id)
+                s.seq_id = -1
+                s.drop_grammar()
+                _set(s.future, exc=BackendError("response_format: the grammar allows no token of the vocabulary "
+                                                "here; the completion cannot go on"))
+                continue
+            tok, lp, slp = drawn
             if self._accept(s, tok, lp, slp, logits[row], conf):
                 still.append(s)
         self._live = still
         prof.sampling += t5 - t4
         prof.bookkeeping += time.perf_counter() - t3 - (t5 - t4)
+
+    def _draw(self, logits: np.ndarray, kept: list[tuple[_Sample, int]], n_rows: int) -> list:
+        """One token per kept sample, unconstrained."""
+        if self.reproducible:  # the float64 per-row sampler, exactly as samples were stored
+            return [sample_token(logits[row], s.params, s.rng) for s, row in kept]
+        # one array operation over all rows (logits are a view: nothing is copied)
+        rows = [row for _, row in kept]
+        z = logits if rows == list(range(n_rows)) else logits[rows]
+        return sample_rows(z, [s.params for s, _ in kept], [s.rng for s, _ in kept])
+
+    def _draw_constrained(self, logits: np.ndarray, kept: list[tuple[_Sample, int]], constrained: list[int]) -> list:
+        """Like :meth:`_draw`, where the samples at ``constrained`` draw from their logits masked by
+        their grammar (rejected tokens at ``-inf``; :func:`~.sampling.sample_masked`) and feed the
+        drawn token to it. The other samples draw exactly as without them. ``None`` for a sample
+        whose grammar allows no token."""
+        out: list = [None] * len(kept)
+        cset = set(constrained)
+        free = [j for j in range(len(kept)) if j not in cset]
+        if free:
+            for j, t in zip(free, self._draw(logits, [kept[j] for j in free], -1)):
+                out[j] = t
+        for j in constrained:
+            s, row = kept[j]
+            masked = self._grammars.mask(s.grammar, logits[row])
+            if not np.isfinite(masked).any():
+                continue
+            tok, lp, slp = sample_masked(logits[row], masked, s.params, s.rng)
+            s.grammar.accept(tok)
+            out[j] = (tok, lp if (self.reproducible or _wants_logprob(s.params)) else None, slp)
+        return out
 
     @staticmethod
     def _confidences(logits: np.ndarray, kept: list[tuple[_Sample, int]]) -> list[float | None]:
@@ -841,7 +934,7 @@ class LlamaEngine(Generator):
             ids = np.argpartition(-ls, k - 1)[:k]
             ids = ids[np.argsort(-ls[ids])]
             s.top.append({self.piece(int(i)).decode("utf-8", errors="replace"): float(ls[i]) for i in ids})
-        if not p.ignore_eos and self._ll.llama_vocab_is_eog(self._vocab, tok):
+        if (not p.ignore_eos or s.grammar is not None) and self._ll.llama_vocab_is_eog(self._vocab, tok):
             self._finish(s, "stop", None, pending=[])
             return False
         before = len(s.text)
@@ -883,9 +976,12 @@ class LlamaEngine(Generator):
         handle = None
         sid, s.seq_id = s.seq_id, -1  # the id now belongs to the handle, or is free again
         if s.keep and not s.future.cancelled():
-            handle = SeqHandle(sid, s.n_past, pending, reason == "stop" and stop is None, self._engine_id, s.prompt_tokens)
+            handle = SeqHandle(sid, s.n_past, pending, reason == "stop" and stop is None, self._engine_id, s.prompt_tokens,
+                               grammar=s.grammar)
+            s.grammar = None  # the handle owns it now
         else:
             self._release(sid)
+            s.drop_grammar()
         c = Completion(
             text=text, finish_reason=reason, prompt_tokens=s.prompt_tokens, generated_tokens=len(s.tokens),
             token_ids=s.tokens, logprobs=s.logprobs, sampled_logprobs=s.sampled_logprobs, top_logprobs=s.top,
@@ -893,6 +989,8 @@ class LlamaEngine(Generator):
         )
         if not _set(s.future, result=c) and handle is not None:
             self._release(sid)
+            if handle.grammar is not None:
+                handle.grammar.free()
 
     def _decode_failed(self, rc: int) -> None:
         """No room in the KV cache (rc 1) or an error: put prompt reads back, fail the longest."""
@@ -900,6 +998,7 @@ class LlamaEngine(Generator):
             job = self._jobs_reading.pop()
             for s in job.samples:
                 self._release(s.seq_id)
+                s.drop_grammar()
                 _set(s.future, exc=BackendError(f"llama_decode returned {rc}: the KV cache ({self.n_ctx} cells) is full; raise n_ctx or lower n", retryable=True))
             # the other jobs' reads in this batch were not applied: restart them
             for j in self._jobs_reading:
@@ -932,10 +1031,12 @@ class LlamaEngine(Generator):
         for s in self._live:
             if s.seq_id >= 0:
                 self._release(s.seq_id)
+            s.drop_grammar()
         for job in self._jobs_reading:
             for s in job.samples:
                 if s.seq_id >= 0:
                     self._release(s.seq_id)
+                s.drop_grammar()
         self._live = []
         self._jobs_reading = []
 

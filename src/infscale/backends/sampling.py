@@ -18,7 +18,7 @@ import numpy as np
 
 from ..params import SamplingParams
 
-__all__ = ["sample_token", "sample_rows", "log_softmax", "token_confidence", "self_certainty"]
+__all__ = ["sample_token", "sample_rows", "sample_masked", "log_softmax", "token_confidence", "self_certainty"]
 
 _PREFILTER = 512  # tokens looked at first when only top-p truncation applies
 _BLOCK = 1024  # vocabulary block of the batched draw (a two-level inverse CDF)
@@ -56,6 +56,24 @@ def sample_token(
     else:
         lse = zmax + float(np.log(np.exp(z - zmax).sum()))
     return tok, float(z[tok]) - lse, float(np.log(w[j] / total))
+
+
+def sample_masked(
+    logits: np.ndarray, masked: np.ndarray, params: SamplingParams, rng: np.random.Generator
+) -> tuple[int, float, float]:
+    """Draw one token from ``masked`` (``logits`` with ``-inf`` at the tokens a constraint
+    rejects, e.g. a JSON grammar) exactly as :func:`sample_token` draws from unmasked logits
+    (temperature, then truncation of the masked distribution, one ``rng.random()``).
+
+    Returns ``(token, model_logprob, sampled_logprob)``: ``model_logprob`` is log p(token) under
+    the model's unmodified distribution (softmax of the raw, unmasked logits: the sequence prior,
+    as for unconstrained rows); ``sampled_logprob`` is log q(token) under the distribution drawn
+    from — masked, tempered, truncated and renormalised over the allowed tokens.
+    """
+    tok, _, slp = sample_token(masked, params, rng)
+    z = np.asarray(logits, dtype=np.float64)
+    zmax = float(z.max())
+    return tok, float(z[tok]) - (zmax + float(np.log(np.exp(z - zmax).sum()))), slp
 
 
 def _truncate(z: np.ndarray, zmax: float, params: SamplingParams) -> np.ndarray | None:
