@@ -157,8 +157,7 @@ class GrammarBook:
         self.n_vocab = n_vocab
         self._templates: dict[str, Grammar] = {}
         self._lock = threading.Lock()
-        self._arr = None  # the llama_token_data buffer, made at the first mask
-        self._one = None
+        self._local = threading.local()  # per-thread token arrays (masks may run in parallel)
 
     def template(self, response_format: str) -> Grammar:
         """The parsed grammar of ``response_format`` (cached); ConfigError if it cannot be built."""
@@ -174,36 +173,39 @@ class GrammarBook:
             return g
 
     def _buffers(self):
-        if self._arr is None:
+        """This thread's scratch arrays: the vocabulary as llama_token_data, and one token."""
+        b = self._local
+        if getattr(b, "arr", None) is None:
             ll, V = self._ll, self.n_vocab
-            self._arr = (ll.llama_token_data * V)()
-            self._view = np.frombuffer(self._arr, dtype=self._DTYPE)
-            self._ids = np.arange(V, dtype=np.int32)
-            self._cur = ll.llama_token_data_array(data=self._arr, size=V, selected=-1, sorted=False)
-            self._one = (ll.llama_token_data * 1)()
-            self._cur_one = ll.llama_token_data_array(data=self._one, size=1, selected=-1, sorted=False)
-        return self._view
+            b.arr = (ll.llama_token_data * V)()
+            b.view = np.frombuffer(b.arr, dtype=self._DTYPE)
+            b.ids = np.arange(V, dtype=np.int32)
+            b.cur = ll.llama_token_data_array(data=b.arr, size=V, selected=-1, sorted=False)
+            b.one = (ll.llama_token_data * 1)()
+            b.cur_one = ll.llama_token_data_array(data=b.one, size=1, selected=-1, sorted=False)
+        return b
 
     def mask(self, g: Grammar, row: np.ndarray) -> np.ndarray:
-        """``row`` (a logits row) with ``-inf`` at every token the grammar rejects now (a new array)."""
-        view = self._buffers()
-        view["id"] = self._ids
-        view["logit"] = row
-        cur = self._cur
-        cur.data, cur.size, cur.selected, cur.sorted = self._arr, self.n_vocab, -1, False
+        """``row`` (a logits row) with ``-inf`` at every token the grammar rejects now (a new
+        float64 array). Thread-safe for distinct grammars: llama.cpp releases nothing shared."""
+        b = self._buffers()
+        b.view["id"] = b.ids
+        b.view["logit"] = row
+        cur = b.cur
+        cur.data, cur.size, cur.selected, cur.sorted = b.arr, self.n_vocab, -1, False
         self._ll.llama_sampler_apply(g.ptr, ctypes.byref(cur))
-        if cur.size != self.n_vocab or ctypes.addressof(cur.data.contents) != ctypes.addressof(self._arr):
+        if cur.size != self.n_vocab or ctypes.addressof(cur.data.contents) != ctypes.addressof(b.arr):
             raise RuntimeError("llama.cpp's grammar sampler changed the token array's layout")
-        return view["logit"].astype(np.float64)
+        return b.view["logit"].astype(np.float64)
 
     def allows(self, g: Grammar, token: int) -> bool:
         """Whether the grammar accepts ``token`` next (one token checked, not the vocabulary)."""
-        self._buffers()
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, 0.0, 0.0
-        cur = self._cur_one
-        cur.data, cur.size, cur.selected, cur.sorted = self._one, 1, -1, False
+        b = self._buffers()
+        b.one[0].id, b.one[0].logit, b.one[0].p = token, 0.0, 0.0
+        cur = b.cur_one
+        cur.data, cur.size, cur.selected, cur.sorted = b.one, 1, -1, False
         self._ll.llama_sampler_apply(g.ptr, ctypes.byref(cur))
-        return bool(np.isfinite(self._one[0].logit))
+        return bool(np.isfinite(b.one[0].logit))
 
     def close(self) -> None:
         with self._lock:

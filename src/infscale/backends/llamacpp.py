@@ -413,6 +413,7 @@ class LlamaEngine(Generator):
             response_format=True,
         )
         self._grammars = GrammarBook(llama_cpp, self._vocab, self.n_vocab)
+        self._mask_pool: cf.ThreadPoolExecutor | None = None  # grammar masks of many rows, made at first need
         self._jinja = None
 
         # scheduler state; everything below is touched only by the scheduler thread,
@@ -580,6 +581,11 @@ class LlamaEngine(Generator):
             self._frees.append(handle)
             self._cv.notify()
 
+    def check_response_format(self, response_format: str) -> None:
+        """Build (and cache) the grammar of a ``response_format`` now; ConfigError naming what it
+        cannot enforce (see :mod:`infscale.backends.grammar`)."""
+        self._grammars.template(response_format)
+
     def best_concurrency(self, n: int) -> int:
         """Problems of width ``n`` to keep in flight (see :func:`best_concurrency`)."""
         return best_concurrency(n, self.max_live)
@@ -611,6 +617,8 @@ class LlamaEngine(Generator):
         ll = self._ll
         ll.llama_batch_free(self._batch)
         ll.llama_free(self._ctx)
+        if self._mask_pool is not None:
+            self._mask_pool.shutdown(wait=True)
         self._grammars.close()
         ll.llama_model_free(self._model)
 
@@ -893,9 +901,20 @@ class LlamaEngine(Generator):
         if free:
             for j, t in zip(free, self._draw(logits, [kept[j] for j in free], -1)):
                 out[j] = t
-        for j in constrained:
+        jobs = [(kept[j][0].grammar, logits[kept[j][1]]) for j in constrained]
+        threads = self._tuner.current
+        if len(jobs) > 1 and threads > 1:  # llama.cpp's threads idle between decodes: mask in parallel
+            if self._mask_pool is None:
+                self._mask_pool = cf.ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="infscale-grammar")
+            k = min(threads, len(jobs))  # k workers, each masking every k-th row
+            parts = [self._mask_pool.submit(lambda i: [self._grammars.mask(*a) for a in jobs[i::k]], i) for i in range(k)]
+            masks = [None] * len(jobs)
+            for i, f in enumerate(parts):
+                masks[i::k] = f.result()
+        else:
+            masks = [self._grammars.mask(g, row) for g, row in jobs]
+        for j, masked in zip(constrained, masks):
             s, row = kept[j]
-            masked = self._grammars.mask(s.grammar, logits[row])
             if not np.isfinite(masked).any():
                 continue
             tok, lp, slp = sample_masked(logits[row], masked, s.params, s.rng)

@@ -365,9 +365,17 @@ class Service:
         if plan.params.response_format is not None:
             if not getattr(self.generator.capabilities, "response_format", False):
                 raise ApiError(400, f"response_format: the served model {self.model_name!r} cannot constrain "
-                               "decoding to JSON (the embedded engine does not; accepted: no response_format, or "
-                               "a server started with --backend-url of a server that takes it, e.g. vLLM, SGLang, "
-                               "llama-server)", param="response_format", code="unsupported")
+                               "decoding to JSON (accepted: no response_format, or a backend that takes it: the "
+                               "embedded engine, vLLM, SGLang, llama-server)", param="response_format",
+                               code="unsupported")
+            # the embedded engine builds its grammar now: a schema it cannot enforce is refused here
+            check = getattr(self.generator, "check_response_format", None)
+            if check is not None:
+                try:
+                    check(plan.params.response_format)
+                except ConfigError as e:
+                    raise ApiError(400, f"response_format: {str(e).split(': ', 1)[-1]}", param="response_format",
+                                   code="unsupported") from None
             steps = [r for r in strat.requires(opts) if "prefill" in (r.capability if isinstance(r.capability, tuple)
                                                                         else (r.capability,))]
             if steps:
