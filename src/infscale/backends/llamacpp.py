@@ -25,6 +25,13 @@ chunks of prompts waiting to be read, so all live trajectories advance together.
   depend on what else shares its batch (up to llama.cpp's batch-size numerics). The logits of
   a step are read once, as a view of llama.cpp's buffer, and the plain tempered draws of all
   live sequences happen in one float32 array operation (:func:`~.sampling.sample_rows`).
+* JSON-constrained decoding (``SamplingParams.response_format``, :mod:`~.grammar`): each
+  constrained sample owns a llama.cpp grammar state; at each step its logits row is masked
+  (rejected tokens at ``-inf``, end of text only where the JSON is complete) before the numpy
+  draw (:func:`~.sampling.sample_masked`), and the drawn token is fed to the grammar. A kept
+  handle keeps the state and every fork of it continues from a clone; freeing the sequence frees
+  it. ``logprobs`` stay the model's unmodified distribution, ``sampled_logprobs`` are those of
+  the masked distribution drawn from. Steps without constrained samples do no grammar work.
 * At most ``max_live`` samples run at once; more wait in a first-come-first-served queue, a
   whole request group at a time (a prompt is read once for all its samples).
 * llama.cpp runs on all usable cores unless ``n_threads`` / ``INFSCALE_THREADS`` says otherwise;
