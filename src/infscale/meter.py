@@ -95,6 +95,7 @@ class Meter:
         self._ready = False
         self._root: Meter = self
         self._part: Usage | None = None  # a child's own share of the usage (see :meth:`on`)
+        self.errors: list[str] = []  # why each failed call failed (the root meter's list: all models')
 
     def on(self, generator: Generator, label: str) -> "Meter":
         """A meter for another model of the same request (a judge on its own model): its calls
@@ -189,6 +190,8 @@ class Meter:
     def charge(self, c: Completion) -> None:
         """Count one call and its tokens, and report it to ``on_completion``."""
         self.usage.add(c)
+        if c.finish_reason == "error":
+            self._root.errors.append(c.error or "the request failed")
         if self._part is not None:
             self._part.add(c)
         self.usage.seconds = time.monotonic() - self.started

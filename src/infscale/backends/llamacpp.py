@@ -665,7 +665,7 @@ class LlamaEngine(Generator):
             # every sequence is held by a kept handle: nothing will ever free one by itself
             stuck, self._queue = self._queue, deque()
             exc = BackendError(f"all {self.n_seq_max} sequences are held by kept handles; free some "
-                               "(engine.free) or create the engine with a larger n_seq_max")
+                               "(engine.free) or create the engine with a larger n_seq_max", retryable=True)
             for job in stuck:
                 for s in job.samples:
                     _set(s.future, exc=exc)

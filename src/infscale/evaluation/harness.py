@@ -317,6 +317,45 @@ def subsample_indices(pool_size: int, n: int, repeats: int, *seed_parts: object)
 # The harness.
 
 
+class SequenceSlots:
+    """Admission of runs that keep sequences of a kv_fork generator (``Strategy.holds_sequences``).
+
+    The embedded engine has a fixed number of sequences (``n_seq_max``); a step-level search holds
+    up to about 2n of them between its calls (its frontier plus the children it forks). Searches
+    admitted without a bound could together hold every sequence while each waits for new ones:
+    the engine then fails their requests. A run of width n takes ``2n + 2`` slots (at most all of
+    them, so a wide one runs alone) from the sequences left when the engine's live samples are
+    set aside (``n_seq_max - max_live``), and gives them back when it ends; runs that keep nothing
+    are not limited here (the engine queues their samples until sequences come free)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = max(1, capacity)
+        self.free = self.capacity
+        self._cond = asyncio.Condition()
+
+    @classmethod
+    def of(cls, generator: Generator) -> "SequenceSlots | None":
+        n_seq = getattr(generator, "n_seq_max", None)
+        if not getattr(generator.capabilities, "kv_fork", False) or not isinstance(n_seq, int):
+            return None
+        return cls(n_seq - min(int(getattr(generator, "max_live", 0) or 0), n_seq // 2))
+
+    def cost(self, width: int) -> int:
+        return min(2 * width + 2, self.capacity)
+
+    async def acquire(self, width: int) -> int:
+        k = self.cost(width)
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.free >= k)
+            self.free -= k
+        return k
+
+    async def release(self, k: int) -> None:
+        async with self._cond:
+            self.free += k
+            self._cond.notify_all()
+
+
 class ShareClock:
     """Processor-sharing accounting of wall time: the time that passes is split equally among the
     sequences registered at that moment. ``mark = enter(w)`` registers ``w`` sequences;
@@ -377,6 +416,7 @@ class _Harness:
         self.done_keys = store.result_keys(run_id)
         self.items_done = 0
         self.clock = ShareClock()  # wall time shared among the sequences generating
+        self.slots = SequenceSlots.of(generator)  # bounds the sequences kept by concurrent searches
         self.samples_new = 0
         self.results_new = 0
         self.tokens_new = 0
@@ -642,12 +682,21 @@ class _Harness:
     async def _single(self, problem: Problem, seed: int, spec: StrategySpec, budget: int, *, pool: str) -> None:
         scorer = self._scorer(spec.scorer)
         width = 1 if spec.greedy else budget  # sequences it keeps in flight, about
+        held = 0
+        if self.slots is not None and spec.strategy.holds_sequences:
+            held = await self.slots.acquire(width)
         mark = self.clock.enter(width)
         try:
             result = await run_strategy(problem, self.gen, spec.strategy, n=budget, scorer=scorer, params=self.params,
                                         seed=seed, options=spec.options)
         finally:
             seconds = self.clock.leave(width, mark)
+            if held:
+                await self.slots.release(held)
+        if result.info.get("failed_calls"):
+            # a trajectory ended by a failed call is not the strategy's result: do the run again
+            raise BackendError(f"{spec.label}@{budget}: {result.info['failed_calls']} calls failed "
+                               f"(first: {result.info['first_error']})", retryable=True)
         await self._store_result(problem, seed, spec, budget, result, seconds, pool=pool)
 
     async def _store_result(self, problem: Problem, seed: int, spec: StrategySpec, budget: int, result, seconds: float,

@@ -101,6 +101,8 @@ class AutoState:
 class AutoStrategy(Strategy):
     """The ``auto`` strategy (see the module docstring)."""
 
+    holds_sequences = True
+
     name = "auto"
     summary = "probe k samples, read a difficulty signal, continue with the strategy and budget a tuned policy chose"
     default_scorer = None

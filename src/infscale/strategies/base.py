@@ -188,6 +188,10 @@ class Strategy:
     default_scorer: str | None = None
     params: dict[str, ParamSpec] = {}
     generation_scorers: bool = False  # hands a generation-time scorer (self-certainty) its completions
+    # keeps sequences of a kv_fork generator between its calls (forks, kept handles): at most about
+    # 2n at once (measured on every search strategy: 0.4n-2n); the harness admits such runs so that
+    # their kept sequences never fill the engine (see evaluation.harness.SequenceSlots)
+    holds_sequences: bool = False
 
     def wants_scorer(self, options: dict[str, Any]) -> bool:
         """Whether, with these settings, the strategy uses a scorer (the default one if none given)."""

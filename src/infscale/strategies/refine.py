@@ -117,6 +117,8 @@ class RefineState:
 class Refine(Strategy):
     """Verifier-guided refinement (see the module docs)."""
 
+    holds_sequences = True
+
     name = "refine"
     summary = "generate, verify with feedback, revise: up to `rounds` revisions or until the verifier passes"
     default_scorer = "judge"

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..tasks import get_task
 from ..backends.base import Generator
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 from ..meter import Meter, OnCompletion
 from ..params import MAX_WIDTH, Budget, SamplingParams
 from ..scorers import Scorer, get_scorer
@@ -129,5 +129,12 @@ async def run(
     ctx.usage.seconds = time.monotonic() - ctx.started
     result = strat.select(state, ctx)
     result.stopped_early = result.stopped_early or ctx.stopped_by_budget
+    if meter.errors:
+        # calls that failed end their trajectory (a particle dies, a draft is dropped): never quietly
+        if result.answer is None:
+            raise BackendError(f"strategy {strat.name!r}: {len(meter.errors)} of {ctx.usage.calls} calls failed and "
+                               f"left no answer (first: {meter.errors[0]})", retryable=True)
+        result.info["failed_calls"] = len(meter.errors)
+        result.info["first_error"] = meter.errors[0]
     result.trace = steps
     return result

@@ -157,6 +157,8 @@ COMMON_PARAMS = {
 class SearchStrategy(Strategy):
     """The step-level search core, configured by a :class:`SearchConfig`."""
 
+    holds_sequences = True
+
     generation_scorers = True
 
     default_scorer = "arith-check"
@@ -326,6 +328,8 @@ class ParticleGibbs(Strategy):
     vote of the last sweep. Its ``log_z`` would be conditional on the reference, not an unbiased
     estimate, so none is reported. Cost: ``iterations`` particle filters of n particles (the
     reference replays without generating)."""
+
+    holds_sequences = True
 
     def __init__(self, name: str, summary: str, inner: SearchStrategy, doc: str = "", cost: str = ""):
         self.name = name
