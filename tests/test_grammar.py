@@ -307,3 +307,30 @@ def test_a_vote_through_serve_with_a_json_schema_on_the_engine(engine, monkeypat
                 response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": {
                     "type": "object", "properties": {"age": {"type": "integer", "minimum": 0}}}}})
         assert info.value.body["param"] == "response_format" and "minimum" in info.value.body["message"]
+
+
+@pytest.mark.slow
+def test_greedy_constrained_shortcut_gives_what_the_full_mask_gives():
+    """Greedy rows check the model's best token first and mask the vocabulary only when it is
+    rejected; that must pick exactly what the full mask picks (reproducible mode: a sample
+    depends only on its prompt, parameters and seed)."""
+    pytest.importorskip("llama_cpp", reason="needs the embedded engine: pip install 'infscale[embedded]'")
+    from infscale.backends.llamacpp import LlamaEngine
+    from infscale.models import resolve_model
+
+    try:
+        _, path, _ = resolve_model("smollm2-135m")
+    except ConfigError as e:
+        pytest.skip(str(e))
+    eng = LlamaEngine(path, n_ctx=2048, n_seq_max=4, reproducible=True)
+    try:
+        p = SamplingParams(temperature=0.0, max_tokens=40, response_format=RF_SCHEMA)
+        req = [GenRequest(params=p, messages=ASK, seed=0)]
+        fast = gen(eng, req)[0]
+        eng._greedy_shortcut = False
+        full = gen(eng, req)[0]
+    finally:
+        eng.close()
+    assert valid(fast.text), fast.text
+    assert fast.token_ids == full.token_ids and fast.text == full.text
+    assert fast.logprobs == full.logprobs and fast.sampled_logprobs == full.sampled_logprobs == [0.0] * len(fast.token_ids)

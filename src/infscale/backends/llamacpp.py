@@ -66,8 +66,8 @@ from ..params import SamplingParams
 from ..types import Completion, ConfidenceStop, GenRequest
 from .base import Capabilities, Generator, OnFinish, _settle, as_finished
 from .grammar import Grammar, GrammarBook
-from .sampling import (_wants_logprob, log_softmax, sample_masked, sample_rows, sample_token, self_certainty,
-                       token_confidence)
+from .sampling import (_wants_logprob, log_softmax, model_logprob, sample_masked, sample_rows, sample_token,
+                       self_certainty, token_confidence)
 
 __all__ = ["LlamaEngine", "SeqHandle"]
 
@@ -421,6 +421,7 @@ class LlamaEngine(Generator):
         )
         self._grammars = GrammarBook(llama_cpp, self._vocab, self.n_vocab)
         self._mask_pool: cf.ThreadPoolExecutor | None = None  # grammar masks of many rows, made at first need
+        self._greedy_shortcut = True  # greedy constrained rows check the argmax first (tests turn it off)
         self._jinja = None
 
         # scheduler state; everything below is touched only by the scheduler thread,
@@ -908,6 +909,21 @@ class LlamaEngine(Generator):
         if free:
             for j, t in zip(free, self._draw(logits, [kept[j] for j in free], -1)):
                 out[j] = t
+        if self._greedy_shortcut:
+            # a greedy pick needs no mask when the model's own best token is allowed: it is then
+            # the best allowed token too (the same first maximum), and greedy draws use no rng
+            rest = []
+            for j in constrained:
+                s, row = kept[j]
+                if s.params.greedy:
+                    tok = int(logits[row].argmax())
+                    if self._grammars.allows(s.grammar, tok):
+                        s.grammar.accept(tok)
+                        lp = model_logprob(logits[row], tok)
+                        out[j] = (tok, lp if (self.reproducible or _wants_logprob(s.params)) else None, 0.0)
+                        continue
+                rest.append(j)
+            constrained = rest
         jobs = [(kept[j][0].grammar, logits[kept[j][1]]) for j in constrained]
         threads = self._tuner.current
         if len(jobs) > 1 and threads > 1:  # llama.cpp's threads idle between decodes: mask in parallel

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..params import SamplingParams
 
-__all__ = ["sample_token", "sample_rows", "sample_masked", "log_softmax", "token_confidence", "self_certainty"]
+__all__ = ["sample_token", "sample_rows", "sample_masked", "model_logprob", "log_softmax", "token_confidence", "self_certainty"]
 
 _PREFILTER = 512  # tokens looked at first when only top-p truncation applies
 _BLOCK = 1024  # vocabulary block of the batched draw (a two-level inverse CDF)
@@ -71,9 +71,14 @@ def sample_masked(
     from — masked, tempered, truncated and renormalised over the allowed tokens.
     """
     tok, _, slp = sample_token(masked, params, rng)
+    return tok, model_logprob(logits, tok), slp
+
+
+def model_logprob(logits: np.ndarray, tok: int) -> float:
+    """log p(tok) under the unmodified model distribution (softmax of the raw logits), in float64."""
     z = np.asarray(logits, dtype=np.float64)
     zmax = float(z.max())
-    return tok, float(z[tok]) - (zmax + float(np.log(np.exp(z - zmax).sum()))), slp
+    return float(z[tok]) - (zmax + float(np.log(np.exp(z - zmax).sum())))
 
 
 def _truncate(z: np.ndarray, zmax: float, params: SamplingParams) -> np.ndarray | None:
