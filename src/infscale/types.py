@@ -98,6 +98,11 @@ class GenRequest:
     0: off) and ``stop_rule`` for an early stop on it; ``self_certainty=True`` asks for every
     token's self-certainty (``Completion.self_certainties``; generators whose
     ``capabilities.self_certainty`` is empty refuse it).
+
+    ``alone=True``: the completion must be reproducible from this request's own seed, so a
+    generator never draws it together with other requests (no ``n`` grouping on servers that
+    honour ``n``); the evaluation pool's samples are drawn so, which keeps a resumed run equal to
+    an uninterrupted one and every stored sample seed regenerating its sample.
     """
 
     params: SamplingParams
@@ -111,6 +116,7 @@ class GenRequest:
     confidence: int = 0
     stop_rule: ConfidenceStop | None = None
     self_certainty: bool = False
+    alone: bool = False
 
     def __post_init__(self) -> None:
         if self.parent is None and (self.messages is None) == (self.prompt is None):

@@ -33,7 +33,8 @@ as **one** request with ``n`` = their number and the first one's seed (:meth:`Op
 What is reproducible is then the *set*: the same prompt, parameters, seed and ``n`` give the
 same ``n`` completions on a server that honours seeds, but a sample is not reproducible alone
 from a seed of its own, and a different ``n`` (e.g. a budget that admits fewer samples, or a
-resumed evaluation that draws only the missing ones) gives a different set. Every completion's
+resumed draw of only some of them) gives a different set; requests marked ``alone`` (the evaluation
+pool's samples) are never grouped. Every completion's
 ``seed`` is the request's. The meter counts each choice as one call with its own generated
 tokens (its logprob entries, else the usage's completion tokens shared by text length); the
 prompt, which the server reads once, is charged to the first. The budget admits requests before
@@ -236,14 +237,14 @@ class OpenAIGenerator(Generator):
         """The requests sent together, as lists of indices: with :attr:`native_n` on and ``n``
         honoured by the server (``capabilities.native_n``), requests identical but for their seed
         and key (same messages or prompt, prefix, sampling parameters and token statistics; no
-        kept trajectory, no streamed stop rule) form one group, drawn in one request with
+        kept trajectory, no streamed stop rule, not ``alone``) form one group, drawn in one request with
         ``n`` = its size and the first request's seed; every other request is alone."""
         if not (self.native_n and self.capabilities.native_n):
             return [[i] for i in range(len(requests))]
         out: list[list[int]] = []
         by_key: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
-            if r.parent is not None or r.keep or r.stop_rule is not None:
+            if r.parent is not None or r.keep or r.stop_rule is not None or r.alone:
                 out.append([i])
                 continue
             key = json.dumps([r.messages, r.prompt, r.prefix, repr(r.params), r.confidence, r.self_certainty],

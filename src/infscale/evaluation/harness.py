@@ -578,7 +578,9 @@ class _Harness:
         if missing:
             ctx = self._context(problem, seed, M)
             task = ctx.task
-            reqs = [ctx.sample_request(i) for i in missing]
+            # one request per sample (never grouped with n): a resumed pool draws exactly the samples
+            # an uninterrupted run would, and each stored seed regenerates its sample
+            reqs = [dataclasses.replace(ctx.sample_request(i), alone=True) for i in missing]
             for sc in readers.values():
                 reqs = [dataclasses.replace(r, **sc.request_changes()) for r in reqs]
             mark, outstanding = self.clock.enter(len(reqs)), len(reqs)
