@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
+from served_model import MODEL, serve_model
 
 pytest.importorskip("llama_cpp", reason="needs the embedded engine: pip install 'infscale[embedded]'")
 pytest.importorskip("fastapi", reason="needs the server extra: pip install 'infscale[server]'")
@@ -23,45 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 pytestmark = pytest.mark.slow
 
-MODEL = "smollm2-135m"
 QUESTION = [{"role": "user", "content": "Tom has 4 apples and buys 3 more. How many apples does he have?"}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def served():
-    from infscale.models import model_status
-
-    if not any(s["name"] == MODEL and s["installed"] for s in model_status()):
-        pytest.skip(f"infscale models install {MODEL}")
-    port = free_port()
-    cmd = [sys.executable, "-m", "infscale.cli.main", "serve", "--model", MODEL, "--port", str(port),
-           "--max-tokens", "32", "--shutdown-timeout", "5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(root + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"infscale serve did not start: {proc.communicate()[1][-2000:]}")
-        time.sleep(0.2)
-    yield proc, root
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve_model(max_tokens=32) as (proc, root):
+        yield proc, root
 
 
 def test_openai_client_sync_async_and_streaming_on_the_embedded_model(served):

@@ -7,14 +7,9 @@ completion tokens shared by text length."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
+from served_model import MODEL, serve_model
 
 from infscale.backends.openai_http import OpenAIGenerator
 from infscale.params import SamplingParams
@@ -26,41 +21,12 @@ pytest.importorskip("fastapi", reason="needs the server extra: pip install 'infs
 
 pytestmark = pytest.mark.slow
 
-MODEL = "smollm2-135m"
 
 
 @pytest.fixture(scope="module")
 def served():
-    from infscale.models import model_status
-
-    if not any(s["name"] == MODEL and s["installed"] for s in model_status()):
-        pytest.skip(f"infscale models install {MODEL}")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "infscale.cli.main", "serve", "--model", MODEL, "--port", str(port),
-           "--max-tokens", "48", "--shutdown-timeout", "5"]
-    env = dict(os.environ, INFSCALE_THREADS=os.environ.get("INFSCALE_THREADS", "1"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(root + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"infscale serve did not start: {proc.communicate()[1][-2000:]}")
-        time.sleep(0.2)
-    yield root
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve_model(max_tokens=48, env={"INFSCALE_THREADS": os.environ.get("INFSCALE_THREADS", "1")}) as (_, root):
+        yield root
 
 
 async def test_majority_draws_its_samples_in_one_request_with_n_on_a_real_model(served):
