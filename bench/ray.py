@@ -3,11 +3,21 @@
 One grid (``majority`` at budget 8 over P arithmetic problems) runs with 1 and then 2 Ray
 workers on a local cluster, each worker holding ``--concurrency`` items at once, against the fake
 OpenAI-compatible server answering every request after a fixed delay per generated token (the
-server sleeps, it does not compute). So the figure measures the orchestration — handing out
-items, shipping rows back, the driver storing them — not this machine's cores: with twice the
-items in flight the ideal speedup is 2. Throughput counts items from the moment every worker is
-ready (the first progress report) to the last one stored; the workers' start-up is reported
-apart. Last line: ``ray workers=2: speedup=X`` (the goal is >= 1.8).
+server sleeps, it does not compute; its requests run in threads, so they do not queue behind each
+other). So the figure measures the orchestration — handing out items, shipping rows back, the
+driver storing them — not this machine's cores. Each worker's HTTP generator keeps at most its
+``max_concurrency`` (16) requests in flight, and 4 items of 8 samples want 32, so one worker's
+ideal is 16 requests per request time and two workers' is twice that: the ideal speedup is 2.
+Throughput counts items from the moment every worker is ready (the first progress report, after
+each worker has built its generator and probed the server) to the last one stored; the
+start-up is reported apart.
+
+Per arm it also prints what it needs to tell orchestration from a starved processor: the
+requests the server held on average against the workers' cap (below the cap, the workers did
+not keep their slots full), and the processor seconds per item of the workers, of the driver
+(with the fake server's threads, which run in the driver's process) and of Ray's own processes
+(from /proc, Linux only), with the load average. Last line: ``ray workers=2: speedup=X`` (the
+goal is >= 1.8).
 
     python bench/ray.py [--problems 48] [--concurrency 4] [--token-delay 0.02] [--db PATH]
 """
@@ -16,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -40,15 +52,72 @@ def reply(prompt_or_messages, body, index) -> str:
     return REPLY
 
 
-def one(server: FakeOpenAIServer, db: Path, problems: int, workers: int, concurrency: int) -> dict:
+class Arrivals:
+    """The server's delay callable: a fixed time per token, and the arrival time of every request."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.times: list[float] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, body) -> float:
+        with self.lock:
+            self.times.append(time.monotonic())
+        return self.seconds
+
+    def in_flight(self, start: float, end: float) -> float:
+        """The requests held on average over ``[start, end]`` (each held for its delay)."""
+        with self.lock:
+            held = sum(max(0.0, min(t + self.seconds, end) - max(t, start)) for t in self.times)
+        return held / (end - start)
+
+
+def cpu_seconds() -> dict[str, float] | None:
+    """Processor seconds so far of this process and its descendants, by role: ``driver`` (this
+    process, with the fake server's threads), ``workers`` (Ray's ``EvalWorker`` actors) and
+    ``ray`` (the rest: raylet, GCS, idle workers). None without /proc."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, str, float]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        procs[int(d)] = (int(stat[1]), cmd, (int(stat[11]) + int(stat[12])) / tick)
+    out = {"driver": procs.get(os.getpid(), (0, "", 0.0))[2], "workers": 0.0, "ray": 0.0}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = list(children.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        _, cmd, cpu = procs[pid]
+        out["workers" if cmd.startswith("ray::EvalWorker") else "ray"] += cpu
+    return out
+
+
+def one(server: FakeOpenAIServer, arrivals: Arrivals, db: Path, problems: int, workers: int,
+        concurrency: int) -> dict:
     cfg = EvalConfig(dataset=f"arith:n={problems}", strategies=["majority"], budgets=[8], params={"max_tokens": 64},
                      backend_url=server.base_url)
     probs = load_dataset(cfg.dataset)
     times: dict[str, float] = {}
+    cpu: dict[str, dict[str, float] | None] = {}
 
     def progress(p) -> None:
-        times.setdefault("first", time.monotonic())
-        times["last"] = time.monotonic()
+        now = time.monotonic()
+        if "first" not in times:
+            times["first"] = now
+            cpu["first"] = cpu_seconds()
+        times["last"] = now
+        if p.done == p.total:
+            cpu["last"] = cpu_seconds()  # before the workers stop
 
     with Store(db) as st:
         rid = start_run(st, cfg, probs)
@@ -56,8 +125,13 @@ def one(server: FakeOpenAIServer, db: Path, problems: int, workers: int, concurr
         counts = run_eval_ray(st, rid, functools.partial(load_generator, backend_url=server.base_url),
                               workers=workers, concurrency=concurrency, on_progress=progress)
     seconds = times["last"] - times["first"]
+    per_item = None
+    if cpu.get("first") is not None and cpu.get("last") is not None:
+        per_item = {k: (cpu["last"][k] - cpu["first"][k]) / problems * 1000 for k in cpu["last"]}
     return {"workers": workers, "items": problems, "samples": counts["samples"], "seconds": seconds,
-            "startup": times["first"] - t0, "items_per_s": problems / seconds}
+            "startup": times["first"] - t0, "items_per_s": problems / seconds,
+            "in_flight": arrivals.in_flight(times["first"], times["last"]), "cpu_ms": per_item,
+            "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")}
 
 
 def main() -> None:
@@ -68,20 +142,27 @@ def main() -> None:
     ap.add_argument("--db", default=None, help="run database (default: a temporary file)")
     args = ap.parse_args()
     tokens = len(fake_tokens(REPLY))
-    delay = functools.partial(lambda per, body: per * tokens, args.token_delay)
+    arrivals = Arrivals(args.token_delay * tokens)
+    cap = load_generator(backend_url="http://127.0.0.1:9/v1").max_concurrency  # nothing is sent
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              logging_level="warning", log_to_driver=False)
     try:
-        with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(reply=reply, delay=delay) as server:
+        with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(reply=reply, delay=arrivals) as server:
             db = Path(args.db) if args.db else Path(tmp) / "bench.sqlite"
-            print(f"fake server: {tokens} tokens per sample, {args.token_delay * tokens:.2f} s per request; "
-                  f"{args.problems} problems x majority@8, {args.concurrency} items per worker")
-            rows = [one(server, db, args.problems, w, args.concurrency) for w in (1, 2)]
+            print(f"fake server: {tokens} tokens per sample, {arrivals.seconds:.2f} s per request; "
+                  f"{args.problems} problems x majority@8, {args.concurrency} items per worker, "
+                  f"at most {cap} requests in flight per worker")
+            rows = [one(server, arrivals, db, args.problems, w, args.concurrency) for w in (1, 2)]
     finally:
         ray.shutdown()
     for r in rows:
+        ideal = r["workers"] * cap / arrivals.seconds / 8
+        cpu = r["cpu_ms"]
+        cpu_text = (f"; cpu ms per item: workers {cpu['workers']:.0f}, driver+server {cpu['driver']:.0f}, "
+                    f"ray {cpu['ray']:.0f}" if cpu else "")
         print(f"workers={r['workers']}: {r['items']} items ({r['samples']} samples) in {r['seconds']:.2f} s = "
-              f"{r['items_per_s']:.2f} items/s (start-up {r['startup']:.1f} s)")
+              f"{r['items_per_s']:.2f} items/s (ideal {ideal:.2f}; start-up {r['startup']:.1f} s); "
+              f"server held {r['in_flight']:.1f} of {r['workers'] * cap} requests{cpu_text}; load {r['load']:.1f}")
     print(f"ray workers=2: speedup={rows[1]['items_per_s'] / rows[0]['items_per_s']:.2f}")
 
 

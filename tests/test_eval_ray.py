@@ -17,7 +17,9 @@ import sys
 import pytest
 
 from infscale import BackendError, ConfigError, Problem
+from infscale.api import load_generator
 from infscale.cli.main import main
+from infscale.datasets import load_dataset
 from infscale.evaluation.distributed import import_ray, run_eval_ray, worker_names
 from infscale.evaluation.harness import EvalConfig, metrics_inputs, run_eval, start_run
 from infscale.evaluation.metrics import summarize
@@ -169,6 +171,28 @@ def test_the_cli_runs_on_the_cluster(tmp_path, capsys):
         out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["status"] == "done"
     assert out["counts"] == {"problems": 4, "samples": 4 * 2 + 4, "results": 4 * (2 + 1)}
+
+
+def test_each_worker_probes_its_backend_while_starting(tmp_path):
+    """An HTTP backend's capability probe (several sequential requests) runs in each worker's
+    start-up, before the first item is handed out, not on its first items with the others waiting."""
+    at_start = []
+
+    def progress(p) -> None:
+        if not at_start:
+            at_start.append(server.calls)
+
+    with FakeOpenAIServer() as server, Store(tmp_path / "runs.sqlite") as st:
+        cfg = EvalConfig(dataset="arith:n=4", strategies=["majority"], budgets=[2], backend_url=server.base_url)
+        rid = start_run(st, cfg, load_dataset(cfg.dataset))
+        run_eval_ray(st, rid, functools.partial(load_generator, backend_url=server.base_url), workers=2,
+                     on_progress=progress)
+        calls = server.calls
+    listed = [c for c in at_start[0] if c[:2] == ("GET", "/v1/models")]
+    probes = [c for c in at_start[0] if c[0] == "POST"]
+    assert len(listed) == 2 and probes  # each worker found its model and probed before any item
+    assert [c for c in calls if c[:2] == ("GET", "/v1/models")] == listed  # and did not probe again
+    assert len([c for c in calls if c[0] == "POST"]) == len(probes) + 4 * 2
 
 
 def test_errors_are_one_line_and_name_the_setting(tmp_path, monkeypatch):

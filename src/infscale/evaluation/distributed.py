@@ -109,6 +109,9 @@ class EvalWorker:
 
         self.specs = self.config.validate(self.scorers)
         self.gen = self.make_generator()
+        # learn the backend now (an HTTP server's capability probe: several sequential requests),
+        # while the workers start, not on the first item with every item of the worker waiting
+        await self.gen.ensure_ready()
         self.grade_limit = asyncio.Semaphore(GRADE_CONCURRENCY)
         if self.concurrency is not None:
             return self.concurrency
