@@ -4,12 +4,13 @@ One grid (``majority`` at budget 8 over P arithmetic problems) runs with 1 and t
 workers on a local cluster, each worker holding ``--concurrency`` items at once, against the fake
 OpenAI-compatible server answering every request after a fixed delay per generated token (the
 server sleeps, it does not compute; its requests run in threads, so they do not queue behind each
-other). So the figure measures the orchestration — handing out items, shipping rows back, the
-driver storing them — not this machine's cores. Each worker's HTTP generator keeps at most its
-``max_concurrency`` (16) requests in flight, and 4 items of 8 samples want 32, so one worker's
-ideal is 16 requests per request time and two workers' is twice that: the ideal speedup is 2.
-Throughput counts items from the moment every worker is ready (the first progress report, after
-each worker has built its generator and probed the server) to the last one stored; the
+other). So the figure measures the orchestration — handing out
+items, shipping rows back, the driver storing them — not this machine's cores. A worker keeps
+at most ``--concurrency`` items and its HTTP generator at most ``max_concurrency`` (16) requests
+in flight; an item is one request with ``n=8`` where the server honours ``n`` (the fake does), so
+one worker's ideal is 4 items per request time and two workers' twice that: the ideal speedup
+is 2. Throughput counts items from the moment every worker is ready (the first progress report,
+after each worker has built its generator and probed the server) to the last one stored; the
 start-up is reported apart.
 
 Per arm it also prints what it needs to tell orchestration from a starved processor: the
@@ -64,6 +65,10 @@ class Arrivals:
         with self.lock:
             self.times.append(time.monotonic())
         return self.seconds
+
+    def count(self, start: float, end: float) -> int:
+        with self.lock:
+            return sum(start <= t <= end for t in self.times)
 
     def in_flight(self, start: float, end: float) -> float:
         """The requests held on average over ``[start, end]`` (each held for its delay)."""
@@ -131,6 +136,7 @@ def one(server: FakeOpenAIServer, arrivals: Arrivals, db: Path, problems: int, w
     return {"workers": workers, "items": problems, "samples": counts["samples"], "seconds": seconds,
             "startup": times["first"] - t0, "items_per_s": problems / seconds,
             "in_flight": arrivals.in_flight(times["first"], times["last"]), "cpu_ms": per_item,
+            "requests": arrivals.count(times["first"], times["last"]),
             "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")}
 
 
@@ -151,18 +157,20 @@ def main() -> None:
             db = Path(args.db) if args.db else Path(tmp) / "bench.sqlite"
             print(f"fake server: {tokens} tokens per sample, {arrivals.seconds:.2f} s per request; "
                   f"{args.problems} problems x majority@8, {args.concurrency} items per worker, "
-                  f"at most {cap} requests in flight per worker")
+                  f"at most {cap} requests per worker")
             rows = [one(server, arrivals, db, args.problems, w, args.concurrency) for w in (1, 2)]
     finally:
         ray.shutdown()
     for r in rows:
-        ideal = r["workers"] * cap / arrivals.seconds / 8
+        per_item = r["requests"] / r["items"]  # requests per item (1 when the server honours n)
+        held = r["workers"] * min(args.concurrency * per_item, cap)  # what the workers may hold at once
+        ideal = held / per_item / arrivals.seconds
         cpu = r["cpu_ms"]
         cpu_text = (f"; cpu ms per item: workers {cpu['workers']:.0f}, driver+server {cpu['driver']:.0f}, "
                     f"ray {cpu['ray']:.0f}" if cpu else "")
         print(f"workers={r['workers']}: {r['items']} items ({r['samples']} samples) in {r['seconds']:.2f} s = "
               f"{r['items_per_s']:.2f} items/s (ideal {ideal:.2f}; start-up {r['startup']:.1f} s); "
-              f"server held {r['in_flight']:.1f} of {r['workers'] * cap} requests{cpu_text}; load {r['load']:.1f}")
+              f"server held {r['in_flight']:.1f} of {held:g} requests{cpu_text}; load {r['load']:.1f}")
     print(f"ray workers=2: speedup={rows[1]['items_per_s'] / rows[0]['items_per_s']:.2f}")
 
 

@@ -2,9 +2,11 @@
 
 ``infscale eval ... --ray [ADDRESS] [--workers K]`` (:func:`run_eval_ray`). The driver (the
 process that runs ``eval``) starts ``K`` Ray actors; each owns its generator (an embedded engine
-with its own threads, or the HTTP backends), built in the actor from a picklable factory. The
-driver hands out items, at most ``concurrency`` in flight per worker, and each worker solves an
-item with the harness's own unit of work (:meth:`~.harness._Harness.solve`: the pool, the
+with its own threads, or the HTTP backends), built in the actor from a picklable factory. Each
+worker learns its backend while it starts (an HTTP server's capability probe). The driver hands
+out items, each to the worker with the fewest per slot: a worker works on at most
+``concurrency`` at once and holds :data:`AHEAD` more, sent ahead so that a slot that frees starts
+the next item without a round trip to the driver. Each worker solves an item with the harness's own unit of work (:meth:`~.harness._Harness.solve`: the pool, the
 per-budget runs, grading, scoring, the results) against a private in-memory store seeded with
 what the run's store already holds for that item. When the item is done the worker returns its
 rows, and the driver — the only writer of the run's SQLite store — stores them (samples and
@@ -93,6 +95,7 @@ class EvalWorker:
         self.gen: Generator | None = None
         self.clock = ShareClock()
         self.grade_limit = None
+        self.active: Any = None  # asyncio.Semaphore(items worked on at once), made in ready()
         self.checked = False
 
     async def ready(self) -> int:
@@ -114,10 +117,13 @@ class EvalWorker:
         await self.gen.ensure_ready()
         self.grade_limit = asyncio.Semaphore(GRADE_CONCURRENCY)
         if self.concurrency is not None:
-            return self.concurrency
-        if hasattr(self.gen, "best_concurrency"):  # the embedded engine: what keeps its batch full
-            return int(self.gen.best_concurrency(max(self.config.budgets)))
-        return self.config.concurrency
+            limit = self.concurrency
+        elif hasattr(self.gen, "best_concurrency"):  # the embedded engine: what keeps its batch full
+            limit = int(self.gen.best_concurrency(max(self.config.budgets)))
+        else:
+            limit = self.config.concurrency
+        self.active = asyncio.Semaphore(limit)
+        return limit
 
     async def solve(self, run_id: str, problem_row: dict[str, Any], seed: int, done_keys: list[list],
                     pool_samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -125,7 +131,8 @@ class EvalWorker:
         store held for it; the item's rows (every sample of the problem and seed, every result)
         and what it generated."""
         try:
-            return await self._solve(run_id, problem_row, seed, done_keys, pool_samples)
+            async with self.active:  # items sent ahead wait here, in the worker, for a free slot
+                return await self._solve(run_id, problem_row, seed, done_keys, pool_samples)
         except InfscaleError as e:
             raise _carry(e) from None
 
@@ -270,6 +277,13 @@ def _stop(ray, actors: dict[int, Any]) -> None:
         ray.kill(a)
 
 
+#: Items a worker holds beyond the ones it works on: they wait in the worker, so a slot that
+#: frees starts the next item at once instead of after a round trip to the driver (the result
+#: stored, a new item sent). One, because an item sent ahead cannot move to a worker that runs
+#: dry at the end of the run.
+AHEAD = 1
+
+
 def _drive(ray, store: Store, run_id: str, config: EvalConfig, rows: list[dict[str, Any]],
            make_generator: Callable[[], Generator], workers: int, scorers: dict[str, Callable[[], Scorer]],
            on_progress: Callable[[Progress], None] | None, concurrency: int | None, started: float,
@@ -302,15 +316,19 @@ def _drive(ray, store: Store, run_id: str, config: EvalConfig, rows: list[dict[s
                                  seconds=time.monotonic() - started, generated_tokens=stats["tokens"]))
 
     progress()
+    ahead = {i: limits[i] + AHEAD for i in limits}
     while todo or inflight:
-        for i, actor in actors.items():  # fill every live worker up to its limit
-            while todo and busy[i] < limits[i]:
-                row, seed = todo.popleft()
-                pid = row["problem_id"]
-                sent = store.get_samples(run_id, problem_id=pid, seed=seed, pool=POOL)
-                keys = [list(k) for k in done if k[3] == pid]
-                inflight[actor.solve.remote(run_id, row, seed, keys, sent)] = (i, (row, seed), sent)
-                busy[i] += 1
+        while todo:  # the live worker with the fewest items per slot gets the next one
+            free = [i for i in actors if busy[i] < ahead[i]]
+            if not free:
+                break
+            i = min(free, key=lambda j: busy[j] / limits[j])
+            row, seed = todo.popleft()
+            pid = row["problem_id"]
+            sent = store.get_samples(run_id, problem_id=pid, seed=seed, pool=POOL)
+            keys = [list(k) for k in done if k[3] == pid]
+            inflight[actors[i].solve.remote(run_id, row, seed, keys, sent)] = (i, (row, seed), sent)
+            busy[i] += 1
         if not inflight:
             raise BackendError(f"every Ray worker died; {len(todo)} of {total} items are not done "
                                f"(the last death: {_first_line(last_death) if last_death else 'unknown'})")
