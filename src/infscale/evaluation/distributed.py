@@ -6,9 +6,10 @@ with its own threads, or the HTTP backends), built in the actor from a picklable
 worker learns its backend while it starts (an HTTP server's capability probe). The driver hands
 out items, each to the worker with the fewest per slot: a worker works on at most
 ``concurrency`` at once and holds :data:`AHEAD` more, sent ahead so that a slot that frees starts
-the next item without a round trip to the driver. Each worker solves an item with the harness's own unit of work (:meth:`~.harness._Harness.solve`: the pool, the
-per-budget runs, grading, scoring, the results) against a private in-memory store seeded with
-what the run's store already holds for that item. When the item is done the worker returns its
+the next item without a round trip to the driver. Each worker solves an item with the harness's
+own unit of work (:meth:`~.harness._Harness.solve`: the pool, the per-budget runs, grading,
+scoring, the results) against a private in-memory store seeded with what the run's store already
+holds for that item. When the item is done the worker returns its
 rows, and the driver — the only writer of the run's SQLite store — stores them (samples and
 scores first, results last), so ``--resume`` works as for a single process, and the progress
 bar counts the items of the whole cluster.
