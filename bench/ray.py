@@ -7,9 +7,9 @@ server sleeps, it does not compute; its requests run in threads, so they do not 
 other). So the figure measures the orchestration — handing out
 items, shipping rows back, the driver storing them — not this machine's cores. A worker keeps
 at most ``--concurrency`` items and its HTTP generator at most ``max_concurrency`` (16) requests
-in flight; an item is one request with ``n=8`` where the server honours ``n`` (the fake does), so
-one worker's ideal is 4 items per request time and two workers' twice that: the ideal speedup
-is 2. Throughput counts items from the moment every worker is ready (the first progress report,
+in flight; an item's 8 pool samples are 8 requests (eval never groups them with ``n``), so 4
+items want 32 and one worker's ideal is 16 requests per request time (2 items); two workers'
+is twice that: the ideal speedup is 2. Throughput counts items from the moment every worker is ready (the first progress report,
 after each worker has built its generator and probed the server) to the last one stored; the
 start-up is reported apart.
 
@@ -162,7 +162,7 @@ def main() -> None:
     finally:
         ray.shutdown()
     for r in rows:
-        per_item = r["requests"] / r["items"]  # requests per item (1 when the server honours n)
+        per_item = r["requests"] / r["items"]  # requests per item (8: one per pool sample)
         held = r["workers"] * min(args.concurrency * per_item, cap)  # what the workers may hold at once
         ideal = held / per_item / arrivals.seconds
         cpu = r["cpu_ms"]
