@@ -142,8 +142,12 @@ class FakeOpenAIServer:
 
     # ---------------------------------------------------------------- lifecycle
 
+    def _handler_class(self) -> type:
+        """The request handler (a subclass may add routes by extending it)."""
+        return _Handler
+
     def start(self) -> "FakeOpenAIServer":
-        handler = type("_Handler", (_Handler,), {"fake": self})
+        handler = type("_Handler", (self._handler_class(),), {"fake": self})
         from .fault_proxy import QuietHTTPServer  # noqa: PLC0415  (a client that left is no traceback)
 
         self._httpd = QuietHTTPServer(("127.0.0.1", 0), handler)

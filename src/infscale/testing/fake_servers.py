@@ -118,16 +118,8 @@ class _FlavouredServer(FakeOpenAIServer):
         self.prompt_logprob = prompt_logprob or (lambda tokens, i: -0.5)
         self.own_routes: dict[str, Callable[[dict], dict]] = {}
 
-    def start(self) -> "_FlavouredServer":
-        from .fault_proxy import QuietHTTPServer  # noqa: PLC0415
-
-        handler = type("_Handler", (_ServerHandler,), {"fake": self})
-        self._httpd = QuietHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
+    def _handler_class(self) -> type:
+        return _ServerHandler
 
     def calls_to(self, path: str) -> list[Any]:
         """The bodies of the POSTs to ``path``, in order."""
