@@ -109,17 +109,31 @@ class _ServerHandler(_Handler):
 
 
 class _FlavouredServer(FakeOpenAIServer):
+    """A flavour's own routes: ``/tokenize`` (its own request shape, :meth:`_tokenize`) and
+    ``/detokenize`` (token ids back to text, under the key :attr:`detokenized` names)."""
+
     flavour = "generic"
+    detokenized = "prompt"
 
     def __init__(self, behaviour: Any = None, *, prompt_logprob: Callable[[list[str], int], float] | None = None,
                  **overrides: Any):
         super().__init__(behaviour, flavour=self.flavour, **overrides)
         self.vocab = _Vocabulary()
         self.prompt_logprob = prompt_logprob or (lambda tokens, i: -0.5)
-        self.own_routes: dict[str, Callable[[dict], dict]] = {}
+        self.own_routes: dict[str, Callable[[dict], dict]] = {"/tokenize": self._tokenize,
+                                                              "/detokenize": self._detokenize}
 
     def _handler_class(self) -> type:
         return _ServerHandler
+
+    def _tokenize(self, body: dict) -> dict:
+        raise NotImplementedError
+
+    def _detokenize(self, body: dict) -> dict:
+        ids = body.get("tokens")
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise _BadRequest("'tokens' must be a list of integers")
+        return {self.detokenized: self.vocab.decode(ids)}
 
     def calls_to(self, path: str) -> list[Any]:
         """The bodies of the POSTs to ``path``, in order."""
@@ -130,10 +144,6 @@ class FakeVLLMServer(_FlavouredServer):
     """A fake of ``vllm serve`` (see the module docs)."""
 
     flavour = "vllm"
-
-    def __init__(self, behaviour: Any = None, **overrides: Any):
-        super().__init__(behaviour, **overrides)
-        self.own_routes = {"/tokenize": self._tokenize, "/detokenize": self._detokenize}
 
     def _tokenize(self, body: dict) -> dict:
         if "messages" in body:
@@ -153,12 +163,6 @@ class FakeVLLMServer(_FlavouredServer):
         else:
             raise _BadRequest("either 'prompt' or 'messages' is required")
         return {"count": len(ids), "max_model_len": MAX_MODEL_LEN, "tokens": ids, "token_strs": None}
-
-    def _detokenize(self, body: dict) -> dict:
-        ids = body.get("tokens")
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-            raise _BadRequest("'tokens' must be a list of integers")
-        return {"prompt": self.vocab.decode(ids)}
 
     def validate(self, path: str, body: Any) -> None:
         super().validate(path, body)
@@ -202,19 +206,10 @@ class FakeSGLangServer(_FlavouredServer):
     """A fake of ``python -m sglang.launch_server`` (see the module docs)."""
 
     flavour = "sglang"
-
-    def __init__(self, behaviour: Any = None, **overrides: Any):
-        super().__init__(behaviour, **overrides)
-        self.own_routes = {"/tokenize": self._tokenize, "/detokenize": self._detokenize}
+    detokenized = "text"
 
     def _tokenize(self, body: dict) -> dict:
         if not isinstance(body.get("prompt"), str):
             raise _BadRequest("'prompt' is a required string")
         ids = self.vocab.encode(body["prompt"], bool(body.get("add_special_tokens", True)))
         return {"tokens": ids, "count": len(ids), "max_model_len": MAX_MODEL_LEN}
-
-    def _detokenize(self, body: dict) -> dict:
-        ids = body.get("tokens")
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-            raise _BadRequest("'tokens' must be a list of integers")
-        return {"text": self.vocab.decode(ids)}
