@@ -163,7 +163,8 @@ def profile_rows(engine: LlamaEngine, wall: float) -> list[str]:
     other = wall - sum(v for _, v in parts)
     out = [f"  {name:<12} {v:>7.2f} s {100 * v / wall:>5.1f}%" for name, v in parts]
     out.append(f"  {'outside step':<12} {other:>7.2f} s {100 * other / wall:>5.1f}%   "
-               f"({p.steps} steps, {p.rows / max(p.steps, 1):.1f} rows/step, threads now {engine.n_threads})")
+               f"({p.steps} steps, {p.rows / max(p.steps, 1):.1f} rows/step, threads now {engine.n_threads}, "
+               f"{engine.kv_layout}: {p.runs / max(p.steps, 1):.2f} id runs/step, {p.moves} moves)")
     return out
 
 
@@ -182,6 +183,8 @@ def main() -> None:
     ap.add_argument("--threads", default=None, help="llama.cpp threads, N or auto (default: the engine's, every core)")
     ap.add_argument("--pf-problems", type=int, default=20)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: raw,pf,contention")
+    ap.add_argument("--live-caps", default="", help="comma list of live-sample caps: (b) at the largest P "
+                    "again on an engine with each cap (max_live), beside (a)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     name, path, spec = resolve_model(args.model)
@@ -218,6 +221,20 @@ def main() -> None:
         print(f"{P:>3} {a['tps']:>14.1f} {b['tps']:>15.1f} {ctps:>14.1f} {b['tps'] / a['tps']:>6.2f} "
               f"{b['tps'] / ctps:>6.2f} {pa:>7}/{pb:<7} {load():>16}", flush=True)
         last = (P, b["tps"] / a["tps"], b["tps"] / ctps, prof_b)
+        last_a = a["tps"]
+    caps = [int(x) for x in args.live_caps.split(",") if x]
+    if caps:
+        P = last[0]
+        problems = arith_problems(P, seed=0)
+        print(f"live cap sweep at P={P} (b/a against the (a) above, {last_a:.1f} tok/s):", flush=True)
+        for cap in caps:
+            ceng = LlamaEngine(path, model_name=name, chat_template="auto" if spec is None or spec.chat else None,
+                               n_threads=args.threads, max_live=cap)
+            solve(ceng, arith_problems(2, seed=99), "majority", 2, params.with_(max_tokens=8), {}, True)
+            r = solve(ceng, problems, "majority", args.n, params, {}, True)
+            ceng.close()
+            print(f"  cap {cap:>3}: {r['tps']:6.1f} tok/s  b/a={r['tps'] / last_a:.2f}  "
+                  f"prompt tok {r['evaluated'] - (r['generated'] - P * args.n)}  load {load()}", flush=True)
     print(f"scheduler profile, (b) at P={last[0]} (share of its wall time):")
     print("\n".join(last[3]))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infscale.backends.llamacpp import kv_layout_setting
+from infscale.backends.llamacpp import _id_runs, _IdPool, kv_layout_setting
 from infscale.errors import ConfigError
 
 
@@ -29,3 +29,18 @@ def test_bad_environment_value_names_the_variable(monkeypatch):
     with pytest.raises(ConfigError, match="INFSCALE_KV_LAYOUT"):
         kv_layout_setting(None)
 
+
+def test_id_runs_counts_the_micro_batches_of_a_streams_batch():
+    assert _id_runs([]) == 0
+    assert _id_runs([0, 1, 2, 3]) == 1
+    assert _id_runs([0, 2, 3, 7]) == 3
+    assert _id_runs([3, 2, 1]) == 3  # llama.cpp accepts increasing ids only
+
+
+def test_free_ids_come_back_lowest_first():
+    pool = _IdPool(4)
+    assert [pool.take() for _ in range(3)] == [0, 1, 2]
+    pool.give(1)
+    pool.give(0)
+    assert 0 in pool and 2 not in pool and len(pool) == 3
+    assert pool.lowest() == 0 and pool.take() == 0 and pool.take() == 1 and pool.take() == 3

@@ -58,6 +58,26 @@ def test_more_samples_than_the_live_cap_read_each_prompt_once(engine):
     assert engine.evaluated_tokens - before == prompt_total + sum(o.generated_tokens - 1 for o in outs)
 
 
+def test_a_group_larger_than_the_live_cap_runs_alone_and_whole():
+    """8 samples of one prompt through a cap of 4: the group is not split (its prompt is read
+    once), and a second group waits until it ends rather than running beside it."""
+    from infscale.backends.llamacpp import LlamaEngine
+    from infscale.models import resolve_model
+
+    _, path, _ = resolve_model("smollm2-135m")
+    eng = LlamaEngine(path, n_ctx=4096, n_seq_max=16, max_live=4)
+    try:
+        p = SamplingParams(temperature=1.0, max_tokens=6)
+        before = eng.evaluated_tokens
+        outs = gen(eng, [GenRequest(params=p, messages=m, seed=i) for m in (MSGS, OTHERS[0]) for i in range(8)])
+        assert len(outs) == 16
+        prompts = outs[0].prompt_tokens + outs[8].prompt_tokens
+        assert eng.evaluated_tokens - before == prompts + sum(o.generated_tokens - 1 for o in outs)
+        assert eng.profile.rows / eng.profile.steps <= 8  # never both groups at once
+    finally:
+        eng.close()
+
+
 def test_same_seed_reproduces_whatever_shares_the_batch(engine):
     p = SamplingParams(temperature=0.9, max_tokens=20, seed=0)
     alone = gen(engine, [GenRequest(params=p, messages=MSGS, seed=123)])[0]
@@ -113,6 +133,39 @@ def test_streams_layout_keeps_prompt_sharing_forks_and_its_per_sequence_cap():
         eng.free(root.handle)
         with pytest.raises(ConfigError, match="512 per sequence"):
             eng.submit([GenRequest(params=p, prompt="word " * 600)])
+    finally:
+        eng.close()
+
+
+def test_streams_layout_keeps_decoding_samples_on_consecutive_ids():
+    """On per-sequence streams llama.cpp makes one micro-batch per run of consecutive sequence
+    ids; when short samples finish first, the long ones move down to the freed ids (a stream
+    copy, nothing re-read), so each decode step stays one run, and a moved greedy sample is the
+    one it would have been in place."""
+    from infscale.backends.llamacpp import LlamaEngine
+    from infscale.models import resolve_model
+
+    _, path, _ = resolve_model("smollm2-135m")
+    eng = LlamaEngine(path, n_ctx=4096, n_seq_max=8, kv_layout="streams")
+    try:
+        greedy = SamplingParams(temperature=0.0, max_tokens=24)
+        short = [GenRequest(params=SamplingParams(temperature=1.0, max_tokens=2 + i), messages=OTHERS[0], seed=i)
+                 for i in range(4)]
+        long = GenRequest(params=greedy, messages=MSGS)
+        before = eng.evaluated_tokens
+        outs = gen(eng, [*short, long])
+        moved = eng.profile.moves
+        runs, steps = eng.profile.runs, eng.profile.steps
+        assert moved >= 1  # the long sample sat above the short ones and moved down
+        # one run of ids per step (a step reading a prompt with nothing live counts none)
+        assert runs <= steps
+        prompts = outs[0].prompt_tokens + outs[-1].prompt_tokens
+        assert eng.evaluated_tokens - before == prompts + sum(o.generated_tokens - 1 for o in outs)
+        assert wait_idle(eng, 8)
+        alone = gen(eng, [long])[0]
+        assert eng.profile.moves == moved  # alone, nothing moves
+        assert outs[-1].token_ids == alone.token_ids
+        assert outs[-1].logprobs == pytest.approx(alone.logprobs, abs=0.05)
     finally:
         eng.close()
 

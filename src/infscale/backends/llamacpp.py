@@ -33,7 +33,11 @@ chunks of prompts waiting to be read, so all live trajectories advance together.
   it. ``logprobs`` stay the model's unmodified distribution, ``sampled_logprobs`` are those of
   the masked distribution drawn from. Steps without constrained samples do no grammar work.
 * At most ``max_live`` samples run at once; more wait in a first-come-first-served queue, a
-  whole request group at a time (a prompt is read once for all its samples).
+  whole request group at a time (a prompt is read once for all its samples); a group larger
+  than the cap runs alone. The cap is set per KV layout from bench/concurrency.py: on the
+  unified cache each token's attention spans the cells of every live sequence, so fewer live
+  samples run faster; on per-sequence streams llama.cpp cuts a batch into one micro-batch per
+  run of consecutive sequence ids, so the decoding samples are kept on the lowest ids.
 * llama.cpp runs on all usable cores unless ``n_threads`` / ``INFSCALE_THREADS`` says otherwise;
   ``"auto"`` chooses the count by measuring decode steps (:class:`_ThreadTuner`), for machines
   shared with other CPU-bound work. The thread count changes llama.cpp's numerics slightly, so
@@ -46,8 +50,10 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing
+import bisect
 import concurrent.futures as cf
 import ctypes
+import heapq
 import itertools
 import logging
 import os
@@ -127,7 +133,11 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-DEFAULT_MAX_LIVE = 64
+# samples decoded at once, by KV layout, from bench/concurrency.py (20 problems x 8 samples, two
+# threads, two interleaved rounds): on the unified cache every token's attention spans the cells
+# of all live sequences, so 64 live ran at 0.82 of one problem at a time and 16 at 0.99; on
+# streams a token attends to its own stream, and 64 live ran at 1.22 of one at a time (16: 1.05)
+DEFAULT_MAX_LIVE = {"unified": 16, "streams": 64}
 KV_LAYOUTS = ("unified", "streams")
 DEFAULT_N_CTX = 16384  # unified: cells shared by all sequences
 DEFAULT_SEQ_CELLS = 512  # streams: cells of each sequence's own stream
@@ -145,10 +155,13 @@ def kv_layout_setting(kv_layout: str | None, name: str = "kv_layout") -> str:
     return kv_layout.lower()
 
 
-def best_concurrency(n: int, max_live: int = DEFAULT_MAX_LIVE) -> int:
+def best_concurrency(n: int, max_live: int | None = None) -> int:
     """Problems in flight that keep the engine full: enough for ``max_live`` samples when each
     problem runs ``n`` at once, plus one waiting in the queue so the engine never idles while a
-    finished problem's Python code runs."""
+    finished problem's Python code runs. ``max_live`` defaults to the default layout's cap
+    (:data:`DEFAULT_MAX_LIVE`, layout from ``INFSCALE_KV_LAYOUT``)."""
+    if max_live is None:
+        max_live = DEFAULT_MAX_LIVE[kv_layout_setting(None)]
     return -(-max_live // max(1, n)) + 1
 
 
@@ -276,6 +289,32 @@ class _Sample:
             self.grammar = None
 
 
+class _IdPool:
+    """Free sequence ids, lowest first (so the ids in use stay packed at the bottom)."""
+
+    def __init__(self, n: int):
+        self._heap = list(range(n))
+        self._set = set(self._heap)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __contains__(self, i: int) -> bool:
+        return i in self._set
+
+    def lowest(self) -> int:
+        return self._heap[0]
+
+    def take(self) -> int:
+        i = heapq.heappop(self._heap)
+        self._set.discard(i)
+        return i
+
+    def give(self, i: int) -> None:
+        heapq.heappush(self._heap, i)
+        self._set.add(i)
+
+
 @dataclass
 class _Job:
     """Samples that share one prefix: the leader reads it, the followers copy its KV."""
@@ -303,8 +342,11 @@ class LlamaEngine(Generator):
     default ``INFSCALE_KV_LAYOUT``, else unified. n_ctx: KV-cache cells in all (default 16384
     unified, n_seq_max x 512 streams).
     n_seq_max: sequences that may exist at once (running samples and kept handles). max_live:
-    samples decoded at once; more wait in a first-come-first-served queue, a whole request
-    group at a time, so a prompt is read once for all its samples. n_batch: tokens per decode
+    samples decoded at once (default by layout, :data:`DEFAULT_MAX_LIVE`: 16 unified, 64
+    streams); more wait in a first-come-first-served queue, a whole request group at a time, so
+    a prompt is read once for all its samples; a group larger than the cap runs alone, whole.
+    On streams the decoding samples are kept on consecutive sequence ids (see :meth:`_pack`).
+    n_batch: tokens per decode
     call. n_threads: llama.cpp threads, an integer or ``"auto"`` (default: ``INFSCALE_THREADS``,
     else every usable core; ``"auto"``: chosen by measuring decode steps, between all usable
     cores and one, and re-checked while running, see :class:`_ThreadTuner` — for a machine
@@ -336,7 +378,7 @@ class LlamaEngine(Generator):
         n_seq_max: int = 128,
         n_batch: int = 1024,
         n_threads: int | str | None = None,
-        max_live: int = DEFAULT_MAX_LIVE,
+        max_live: int | None = None,
         chat_template: str | None = "auto",
         model_name: str | None = None,
         reproducible: bool = False,
@@ -355,6 +397,8 @@ class LlamaEngine(Generator):
         if layout == "streams" and n_ctx // n_seq_max < 2:
             raise ConfigError("n_ctx", f"{n_ctx} cells leave {n_ctx // n_seq_max} per sequence in {n_seq_max} streams",
                               "an n_ctx of at least 2 x n_seq_max with kv_layout='streams'")
+        if max_live is None:
+            max_live = DEFAULT_MAX_LIVE[layout]
         if isinstance(max_live, bool) or not isinstance(max_live, int) or max_live < 1:
             raise ConfigError("max_live", f"got {max_live!r}", "an integer >= 1")
         path = Path(model_path)
@@ -430,7 +474,7 @@ class LlamaEngine(Generator):
         self.decode_calls = 0
         self.profile = _Profile()
         self._threads_set = threads
-        self._free_ids = deque(range(self.n_seq_max))
+        self._free_ids = _IdPool(self.n_seq_max)
         self._queue: deque[_Job] = deque()
         self._live: list[_Sample] = []  # samples with a sequence, not finished
         self._jobs_reading: list[_Job] = []
@@ -677,7 +721,27 @@ class LlamaEngine(Generator):
         if seq_id < 0 or seq_id in self._free_ids:
             return  # never hand an id out twice
         self._ll.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
-        self._free_ids.append(seq_id)
+        self._free_ids.give(seq_id)
+
+    def _pack(self) -> None:
+        """Per-sequence streams: keep the decoding samples on the lowest sequence ids, in order.
+
+        llama.cpp cuts a batch on streams into one micro-batch per run of consecutive sequence
+        ids (each a pass over the weights), so samples that finish at different times would
+        leave the live ids scattered and a decode step split into many small passes. A sample
+        whose id is above a free one moves down (its stream is copied, the old one freed), and
+        the live samples go into the batch in id order.
+        """
+        live = sorted(self._live, key=lambda x: x.seq_id)
+        while live and self._free_ids and self._free_ids.lowest() < live[-1].seq_id:
+            s = live.pop()
+            dst = self._free_ids.take()
+            self._ll.llama_memory_seq_cp(self._mem, s.seq_id, dst, -1, -1)
+            self._release(s.seq_id)
+            s.seq_id = dst
+            bisect.insort(live, s, key=lambda x: x.seq_id)
+            self.profile.moves += 1
+        self._live = live
 
     def _reap_cancelled(self) -> None:
         keep = []
@@ -704,8 +768,9 @@ class LlamaEngine(Generator):
 
         At most ``max_live`` samples run at once (live plus reading a prompt); the job at the
         head of the queue waits until all its samples fit, and nothing overtakes it, so no
-        request starves. A job is split only when it is larger than what can ever be free at
-        once (then the rest reads the prefix again later).
+        request starves. A job larger than the cap waits until nothing runs and then runs
+        whole; it is split only when it is larger than the free sequences (then the rest reads
+        the prefix again later).
         """
         while self._queue and self._free_ids:
             running = len(self._live) + sum(len(j.samples) for j in self._jobs_reading)
@@ -726,7 +791,8 @@ class LlamaEngine(Generator):
             room = min(len(self._free_ids), self.max_live - running)
             if len(job.samples) > room and running:
                 return  # wait for running samples to finish
-            take = 1 if self.reproducible else min(len(job.samples), max(room, 1), len(self._free_ids))
+            # alone, a job larger than the cap runs whole (its prompt read once)
+            take = 1 if self.reproducible else min(len(job.samples), len(self._free_ids))
             if take < len(job.samples):
                 # split: the rest waits (and reads the prefix again later)
                 rest = _Job(prompt=job.prompt, samples=job.samples[take:], parent=job.parent, grammar=job.grammar,
@@ -742,7 +808,7 @@ class LlamaEngine(Generator):
                 # same cells as when it runs alone
                 self._ll.llama_memory_clear(self._mem, False)
             for s in job.samples:
-                s.seq_id = self._free_ids.popleft()
+                s.seq_id = self._free_ids.take()
             lead = job.leader
             if job.parent is not None:
                 self._ll.llama_memory_seq_cp(self._mem, job.parent.seq_id, lead.seq_id, -1, -1)
@@ -776,6 +842,9 @@ class LlamaEngine(Generator):
         ll, b = self._ll, self._batch
         prof = self.profile
         t0 = time.perf_counter()
+        if self.kv_layout == "streams":
+            self._pack()
+        prof.runs += _id_runs([s.seq_id for s in self._live])
         n = 0
         outs: list[Any] = []  # per output row: a _Sample (decode) or a _Job (prompt read)
         for s in self._live:
@@ -1093,9 +1162,18 @@ class _Profile:
     bookkeeping: float = 0.0  # filling the batch, stop strings, finishing, forks
     steps: int = 0
     rows: int = 0  # logit rows sampled from
+    runs: int = 0  # runs of consecutive sequence ids among the decoding samples, summed over steps
+    moves: int = 0  # samples moved to a lower sequence id (per-sequence streams only)
 
     def as_dict(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in ("decode", "logits", "sampling", "bookkeeping", "steps", "rows")}
+        return {k: getattr(self, k) for k in ("decode", "logits", "sampling", "bookkeeping", "steps", "rows", "runs",
+                                              "moves")}
+
+
+def _id_runs(ids: list[int]) -> int:
+    """Runs of consecutive values among ``ids`` (in the order given): the micro-batches llama.cpp
+    makes of a decode batch on per-sequence streams."""
+    return sum(1 for i, v in enumerate(ids) if i == 0 or v != ids[i - 1] + 1)
 
 
 def _set(fut: cf.Future, result: Any = None, exc: BaseException | None = None) -> bool:
