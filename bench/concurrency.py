@@ -7,8 +7,10 @@ For P = 1, 4, 20 seeded arithmetic problems (majority vote, 8 samples each, 96 m
 * (c) raw — a bare llama-cpp-python loop over the same prompts at the same total batch: each
   prompt read once and its KV copied to 8 sequences, one ``llama_decode`` per step across all
   live sequences, tokens drawn by llama.cpp's own C sampler chain (temperature + dist), the
-  same model file, context settings (n_ctx raised where all P x 8 sequences need more cells),
-  the thread count the engine uses at that point, and max tokens (the limit here).
+  same model file, batch settings, the thread count the engine uses at that point, and max
+  tokens, on a unified cache (n_ctx raised where all P x 8 sequences need more cells; a bare
+  loop on per-sequence streams would run slower, its ids scattering as samples finish) — the
+  limit here.
 
 Throughput is generated tokens per second. Then the scheduler's profile at the largest P (share
 of wall time in decode, logits read, sampling, bookkeeping; the rest is outside the scheduler:
@@ -22,6 +24,7 @@ engine. Last lines::
 Goals (issue 11): X >= 1.2, Y >= 0.9, and with a competitor at least half the quiet throughput.
 
     python bench/concurrency.py [--ps 1,4,20] [--n 8] [--max-tokens 96] [--threads T]
+                                [--kv-layout unified|streams] [--live-caps 16,64]
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class RawLoop:
         cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, engine.n_batch, engine.n_ubatch
         cp.n_seq_max = max(n_seq, 1)
         cp.n_threads = cp.n_threads_batch = engine.n_threads
-        cp.kv_unified = engine.kv_unified
+        cp.kv_unified = True  # the bare loop's best layout (on streams, ids that finish scatter)
         cp.no_perf = True
         self.ctx = ll.llama_init_from_model(self.model, cp)
         if not self.ctx:
@@ -181,6 +184,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--threads", default=None, help="llama.cpp threads, N or auto (default: the engine's, every core)")
+    ap.add_argument("--kv-layout", default=None, help="the engine's KV layout: unified or streams "
+                    "(default: INFSCALE_KV_LAYOUT, else unified)")
     ap.add_argument("--pf-problems", type=int, default=20)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: raw,pf,contention")
     ap.add_argument("--live-caps", default="", help="comma list of live-sample caps: (b) at the largest P "
@@ -189,11 +194,11 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     name, path, spec = resolve_model(args.model)
     engine = LlamaEngine(path, model_name=name, chat_template="auto" if spec is None or spec.chat else None,
-                         n_threads=args.threads)
+                         n_threads=args.threads, kv_layout=args.kv_layout)
     params = infscale.SamplingParams(max_tokens=args.max_tokens)
     ps = [int(x) for x in args.ps.split(",")]
     print(f"model {name}, engine: n_ctx={engine.n_ctx} n_seq_max={engine.n_seq_max} n_batch={engine.n_batch} "
-          f"threads={engine.threads_setting} live cap={engine.max_live}; load {load()}", flush=True)
+          f"threads={engine.threads_setting} kv={engine.kv_layout} live cap={engine.max_live}; load {load()}", flush=True)
     solve(engine, arith_problems(2, seed=99), "majority", 2, params.with_(max_tokens=8), {}, True)  # warm up
 
     print(f"{'P':>3} {'(a) seq tok/s':>14} {'(b) conc tok/s':>15} {'(c) raw tok/s':>14} {'b/a':>6} {'b/c':>6}"
@@ -229,7 +234,7 @@ def main() -> None:
         print(f"live cap sweep at P={P} (b/a against the (a) above, {last_a:.1f} tok/s):", flush=True)
         for cap in caps:
             ceng = LlamaEngine(path, model_name=name, chat_template="auto" if spec is None or spec.chat else None,
-                               n_threads=args.threads, max_live=cap)
+                               n_threads=args.threads, max_live=cap, kv_layout=args.kv_layout)
             solve(ceng, arith_problems(2, seed=99), "majority", 2, params.with_(max_tokens=8), {}, True)
             r = solve(ceng, problems, "majority", args.n, params, {}, True)
             ceng.close()
@@ -242,7 +247,7 @@ def main() -> None:
         # the thread setting made for a shared machine: `auto` (the default, a fixed count of
         # every core, is what waits at ggml's barriers while the competitor holds a core)
         ceng = LlamaEngine(path, model_name=name, chat_template="auto" if spec is None or spec.chat else None,
-                           n_threads="auto")
+                           n_threads="auto", kv_layout=args.kv_layout)
         problems = arith_problems(4, seed=1)
         quiet = solve(ceng, problems, "majority", args.n, params, {}, True)
         burner = mp.get_context("spawn").Process(target=_burn, daemon=True)
