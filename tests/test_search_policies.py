@@ -192,6 +192,16 @@ def test_step_search_checks_prefill_in_the_runner_after_the_probe_before_any_cal
     assert gen.started == 0 and gen.calls == 0
 
 
+@pytest.mark.parametrize("strategy", sorted(SEARCH_STRATEGIES))
+def test_step_search_runs_on_raw_text_prompts_without_chat_prefill(strategy):
+    """A generator prompted with raw text continues a partial answer by appending it to the
+    prompt, so it needs neither chat prefill nor a KV fork (bench/search.py's server arm)."""
+    gen = FakeStepModel(three_steps)
+    gen.capabilities = Capabilities(chat_template=False, prefill=False, kv_fork=False)
+    r = run(strategy, 4, model=gen)
+    assert r.answer is not None and gen.calls > 0
+
+
 class Refusing(FakeStepModel):
     """Refuses every request after the first ``allowed``, as the meter does for budget."""
 

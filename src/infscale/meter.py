@@ -141,6 +141,8 @@ class Meter:
         if unknown or not names:
             raise ValueError(f"unknown capability {capability!r}")
         await self.ready()
+        if "prefill" in names and not self.chat:
+            return  # raw-text prompts: a continuation is the prompt plus the prefix, no chat prefill needed
         if not any(getattr(self.capabilities, c) for c in names):
             needed = " or ".join(describe_capability(c) for c in names)
             raise ConfigError(param, f"{who} needs {needed}, which the generator "
